@@ -1,0 +1,265 @@
+//! The command line: `tessera [serve]`, `tessera migrate`, `tessera keys list|rotate`.
+//!
+//! Exit codes: 0 success, 1 a runtime failure (database unreachable, port taken), 2 bad
+//! configuration or usage. Failures print one line on stderr; results go to stdout, as JSON
+//! with `--json`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::config::{Config, LogFormat};
+use crate::crypto::keys::{self, KeyPolicy, KeyRing, KeyState};
+use crate::store::{self, Store, keys::KeyRow};
+use crate::{Application, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "An OAuth 2.0 / OpenID Connect identity provider"
+)]
+pub struct Cli {
+    /// Configuration file (default: config/tessera.toml when it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate(Output),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List the signing keys and where each is in its life.
+    List(Output),
+    /// Add a new signing key; it is published at once and signs after `keys.prepublish`.
+    Rotate(Output),
+}
+
+#[derive(Debug, Args)]
+pub struct Output {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A failure that ends the command, with the exit code to use.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn runtime(message: impl std::fmt::Display) -> Self {
+        Self {
+            code: 1,
+            message: message.to_string(),
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("tessera: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let config = Config::load(cli.config.as_deref()).map_err(|e| Failure {
+        code: 2,
+        message: e.to_string(),
+    })?;
+    let command = cli.command.unwrap_or(Command::Serve);
+    match &command {
+        Command::Serve => telemetry::init_logging(config.log_format, &config.log_level),
+        // Other commands print results; keep the log to warnings.
+        _ => telemetry::init_logging(LogFormat::Text, "warn"),
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        match command {
+            Command::Serve => serve(config).await,
+            Command::Migrate(out) => migrate(config, out).await,
+            Command::Keys(KeysCommand::List(out)) => keys_list(config, out).await,
+            Command::Keys(KeysCommand::Rotate(out)) => keys_rotate(config, out).await,
+        }
+    })
+}
+
+async fn serve(config: Config) -> Result<(), Failure> {
+    let issuer = config.issuer.clone();
+    let database = store::redact_url(&config.database_url);
+    let app = Application::build(config).await.map_err(Failure::runtime)?;
+    let addr = app.local_addr().map_err(Failure::runtime)?;
+    tracing::info!(%addr, issuer, database, "tessera is listening");
+    app.run_until(crate::shutdown_signal())
+        .await
+        .map_err(Failure::runtime)?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn open(config: &Config) -> Result<Store, Failure> {
+    let store = Store::open(config).await.map_err(Failure::runtime)?;
+    store.migrate().await.map_err(Failure::runtime)?;
+    Ok(store)
+}
+
+async fn migrate(config: Config, out: Output) -> Result<(), Failure> {
+    let store = Store::open(&config).await.map_err(Failure::runtime)?;
+    let applied = store.migrate().await.map_err(Failure::runtime)?;
+    store.close().await;
+    if out.json {
+        print_json(&serde_json::json!({ "applied": applied }));
+    } else {
+        println!("database is up to date ({applied} migration(s) applied)");
+    }
+    Ok(())
+}
+
+/// A key as the CLI shows it.
+#[derive(Serialize)]
+struct KeyView {
+    kid: String,
+    generation: i64,
+    algorithm: String,
+    state: KeyState,
+    created_at: String,
+    active_from: String,
+    retired_at: Option<String>,
+    published_until: Option<String>,
+}
+
+impl KeyView {
+    fn of(row: &KeyRow, now: i64, signing: Option<&str>) -> Self {
+        Self {
+            kid: row.kid.clone(),
+            generation: row.generation,
+            algorithm: row.algorithm.clone(),
+            state: keys::state_of(row, now, signing),
+            created_at: rfc3339(row.created_at),
+            active_from: rfc3339(row.active_from),
+            retired_at: row.retired_at.map(rfc3339),
+            published_until: row.published_until.map(rfc3339),
+        }
+    }
+}
+
+async fn keys_list(config: Config, out: Output) -> Result<(), Failure> {
+    let store = open(&config).await?;
+    let mut conn = store.reader().acquire().await.map_err(Failure::runtime)?;
+    let rows = store::keys::list(&mut conn)
+        .await
+        .map_err(Failure::runtime)?;
+    drop(conn);
+    store.close().await;
+    let now = store::now_unix();
+    let signing = keys::signing_kid(&rows, now);
+    let views: Vec<KeyView> = rows
+        .iter()
+        .rev()
+        .map(|r| KeyView::of(r, now, signing))
+        .collect();
+    if out.json {
+        print_json(&views);
+    } else if views.is_empty() {
+        println!("no signing keys yet (one is created when the server first starts)");
+    } else {
+        println!(
+            "{:<44} {:<8} {:<21} {:<21} PUBLISHED UNTIL",
+            "KID", "STATE", "CREATED", "ACTIVE FROM"
+        );
+        for v in views {
+            println!(
+                "{:<44} {:<8} {:<21} {:<21} {}",
+                v.kid,
+                serde_json::to_value(v.state)
+                    .ok()
+                    .and_then(|s| s.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                v.created_at,
+                v.active_from,
+                v.published_until.unwrap_or_else(|| "-".into())
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn keys_rotate(config: Config, out: Output) -> Result<(), Failure> {
+    let store = open(&config).await?;
+    let ring = KeyRing::load(store.clone(), KeyPolicy::from_config(&config))
+        .await
+        .map_err(Failure::runtime)?;
+    let row = ring.rotate().await.map_err(Failure::runtime)?;
+    let Some(row) = row else {
+        store.close().await;
+        return Err(Failure::runtime(
+            "another rotation happened at the same moment; run `tessera keys list`",
+        ));
+    };
+    let mut conn = store.reader().acquire().await.map_err(Failure::runtime)?;
+    let rows = store::keys::list(&mut conn)
+        .await
+        .map_err(Failure::runtime)?;
+    drop(conn);
+    store.close().await;
+    let now = store::now_unix();
+    let view = KeyView::of(&row, now, keys::signing_kid(&rows, now));
+    if out.json {
+        print_json(&view);
+    } else {
+        println!(
+            "new signing key {} (generation {}), signing from {}",
+            view.kid, view.generation, view.active_from
+        );
+    }
+    Ok(())
+}
+
+fn print_json(value: &impl Serialize) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("tessera: cannot print JSON: {e}"),
+    }
+}
+
+fn rfc3339(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+}

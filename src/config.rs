@@ -1,0 +1,552 @@
+//! Layered configuration: built-in defaults → a TOML file → `TESSERA_*` environment variables.
+//!
+//! Every key is documented, with its default, in `config/tessera.example.toml`. Loading either
+//! yields a validated [`Config`] or a [`ConfigError`] that names the key and the problem in one
+//! line, so the CLI can print it and exit with status 2.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// The file read when no `--config` is given; a missing default file is not an error.
+pub const DEFAULT_CONFIG_FILE: &str = "config/tessera.toml";
+
+/// Prefix of the environment variables that override the file (`TESSERA_KEYS__ROTATE_AFTER`).
+const ENV_PREFIX: &str = "TESSERA_";
+
+/// Top-level keys that environment variables may set. Other `TESSERA_*` variables (such as
+/// `TESSERA_TEST_POSTGRES_URL`, read by the test suite) are not configuration and are ignored.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "issuer",
+    "bind",
+    "database_url",
+    "log_format",
+    "log_level",
+    "database",
+    "keys",
+    "tokens",
+    "http",
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The issuer identifier: the `iss` of every token and the base of every endpoint URL.
+    pub issuer: String,
+    /// Address and port to listen on.
+    pub bind: String,
+    /// `sqlite://path` or `postgres://user@host/db`.
+    pub database_url: String,
+    /// `text` (human-readable) or `json`.
+    pub log_format: LogFormat,
+    /// A tracing `EnvFilter` directive; `RUST_LOG` overrides it when set.
+    pub log_level: String,
+    pub database: DatabaseConfig,
+    pub keys: KeysConfig,
+    pub tokens: TokensConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Connections per replica (PostgreSQL), or readers (SQLite, which also keeps one writer).
+    pub max_connections: u32,
+    /// How long start-up waits for the first connection before giving up.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// How long a request waits for a pooled connection before it is answered with 503.
+    #[serde(with = "duration")]
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// RSA modulus size of newly generated keys: 2048, 3072 or 4096.
+    pub rsa_bits: u32,
+    /// A new signing key is generated when the newest key is this old.
+    #[serde(with = "duration")]
+    pub rotate_after: Duration,
+    /// How long a new key is published in the JWKS before it starts signing.
+    #[serde(with = "duration")]
+    pub prepublish: Duration,
+    /// How often each replica re-reads the key table (and runs scheduled rotation).
+    #[serde(with = "duration")]
+    pub refresh: Duration,
+    /// How long a retired key stays published after the last token it signed has expired,
+    /// to cover verifiers' clock skew.
+    #[serde(with = "duration")]
+    pub grace: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    #[serde(with = "duration")]
+    pub id_token_ttl: Duration,
+    #[serde(with = "duration")]
+    pub access_token_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `Cache-Control: max-age` of the discovery document and the JWKS.
+    #[serde(with = "duration")]
+    pub metadata_max_age: Duration,
+    /// Longest time a request may take before it is answered with 503.
+    #[serde(with = "duration")]
+    pub request_timeout: Duration,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+    /// How long a graceful shutdown waits for in-flight requests.
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            issuer: "http://127.0.0.1:8080".into(),
+            bind: "127.0.0.1:8080".into(),
+            database_url: "sqlite://data/tessera.db".into(),
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            database: DatabaseConfig::default(),
+            keys: KeysConfig::default(),
+            tokens: TokensConfig::default(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            rsa_bits: 2048,
+            rotate_after: Duration::from_secs(30 * 86_400),
+            prepublish: Duration::from_secs(86_400),
+            refresh: Duration::from_secs(60),
+            grace: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            id_token_ttl: Duration::from_secs(15 * 60),
+            access_token_ttl: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            metadata_max_age: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(30),
+            body_limit: 64 * 1024,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A configuration problem, always tied to the key (or file) it is about.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Which kind of database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (or `config/tessera.toml` when it exists), then the process
+    /// environment, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given as `(name, value)` pairs, so tests stay
+    /// independent of the process environment.
+    pub fn load_with_env<K, V>(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ConfigError>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut figment = merge_file(Figment::from(Serialized::defaults(Config::default())), file)?;
+        let mut from_env = Vec::new();
+        for (name, value) in vars {
+            if let Some(key) = env_key(name.as_ref()) {
+                figment = figment.merge(Serialized::global(&key, parse_env_value(value.as_ref())));
+                from_env.push((key, name.as_ref().to_owned()));
+            }
+        }
+        extract(figment, &from_env)
+    }
+
+    /// The path under which every route is served: the issuer's path without a trailing slash
+    /// ("" for an issuer at the root). OIDC Discovery 1.0 §4 puts the configuration document at
+    /// the issuer plus `/.well-known/openid-configuration`.
+    pub fn base_path(&self) -> String {
+        Url::parse(&self.issuer)
+            .map(|u| u.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default()
+    }
+
+    /// `issuer` + `path`, for advertising an endpoint.
+    pub fn endpoint_url(&self, path: &str) -> String {
+        format!("{}{}", self.issuer.trim_end_matches('/'), path)
+    }
+
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.bind
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+
+    pub fn database_kind(&self) -> DatabaseKind {
+        database_kind(&self.database_url).unwrap_or(DatabaseKind::Sqlite)
+    }
+
+    /// The longest lifetime of any JWT Tessera signs: a retired key must stay published at
+    /// least this long after it stops signing.
+    pub fn max_jwt_ttl(&self) -> Duration {
+        self.tokens.id_token_ttl.max(self.tokens.access_token_ttl)
+    }
+
+    fn validate(self) -> Result<Self, ConfigError> {
+        let issuer = Url::parse(&self.issuer).map_err(|e| {
+            ConfigError::new("issuer", format!("not a URL ({e}): {:?}", self.issuer))
+        })?;
+        if !matches!(issuer.scheme(), "http" | "https") {
+            return Err(ConfigError::new("issuer", "must be an http or https URL"));
+        }
+        // OIDC Discovery 1.0 §3: the issuer has no query or fragment component.
+        if issuer.query().is_some() || issuer.fragment().is_some() {
+            return Err(ConfigError::new(
+                "issuer",
+                "must not have a query or fragment",
+            ));
+        }
+        if issuer.host_str().is_none_or(str::is_empty) {
+            return Err(ConfigError::new("issuer", "must name a host"));
+        }
+        self.bind.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::new("bind", format!("not an address:port: {:?}", self.bind))
+        })?;
+        database_kind(&self.database_url)?;
+        Url::parse(&self.database_url)
+            .map_err(|e| ConfigError::new("database_url", format!("not a URL ({e})")))?;
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::new(
+                "database.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if !matches!(self.keys.rsa_bits, 2048 | 3072 | 4096) {
+            return Err(ConfigError::new(
+                "keys.rsa_bits",
+                "must be 2048, 3072 or 4096",
+            ));
+        }
+        if self.keys.rotate_after < Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "keys.rotate_after",
+                "must be at least 1 minute",
+            ));
+        }
+        if self.keys.refresh.is_zero() {
+            return Err(ConfigError::new(
+                "keys.refresh",
+                "must be greater than zero",
+            ));
+        }
+        for (key, ttl) in [
+            ("tokens.id_token_ttl", self.tokens.id_token_ttl),
+            ("tokens.access_token_ttl", self.tokens.access_token_ttl),
+        ] {
+            if ttl.is_zero() || ttl > Duration::from_secs(86_400) {
+                return Err(ConfigError::new(
+                    key,
+                    "must be between 1 second and 24 hours",
+                ));
+            }
+        }
+        if self.http.body_limit < 1024 {
+            return Err(ConfigError::new(
+                "http.body_limit",
+                "must be at least 1024 bytes",
+            ));
+        }
+        if self.http.request_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "http.request_timeout",
+                "must be greater than zero",
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .map_err(|e| ConfigError::new("log_level", e.to_string()))?;
+        Ok(self)
+    }
+}
+
+fn merge_file(figment: Figment, file: Option<&Path>) -> Result<Figment, ConfigError> {
+    match file {
+        Some(path) => {
+            if !path.is_file() {
+                return Err(ConfigError::new(
+                    "--config",
+                    format!("cannot read {}: no such file", path.display()),
+                ));
+            }
+            Ok(figment.merge(Toml::file_exact(path)))
+        }
+        None => {
+            let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+            Ok(if default.is_file() {
+                figment.merge(Toml::file_exact(default))
+            } else {
+                figment
+            })
+        }
+    }
+}
+
+fn extract(figment: Figment, from_env: &[(String, String)]) -> Result<Config, ConfigError> {
+    let config: Config = figment.extract().map_err(|error| {
+        // figment reports every problem; the first one is the one to fix.
+        let error = error.into_iter().next().map(Box::new);
+        match error {
+            Some(e) => {
+                let key = if e.path.is_empty() {
+                    "config".to_owned()
+                } else {
+                    e.path.join(".")
+                };
+                let env_var = from_env
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v);
+                let source = match (env_var, e.metadata.as_ref().and_then(|m| m.source.as_ref())) {
+                    (Some(var), _) => format!(" (from {var})"),
+                    (None, Some(src)) => format!(" (from {src})"),
+                    (None, None) => String::new(),
+                };
+                ConfigError::new(key, format!("{}{source}", one_line(&e.kind.to_string())))
+            }
+            None => ConfigError::new("config", "could not be read"),
+        }
+    })?;
+    config.validate()
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Maps `TESSERA_KEYS__ROTATE_AFTER` to `keys.rotate_after`, or `None` for variables that are
+/// not configuration.
+fn env_key(name: &str) -> Option<String> {
+    let rest = name.strip_prefix(ENV_PREFIX)?;
+    let key = rest.to_ascii_lowercase().replace("__", ".");
+    let top = key.split('.').next()?;
+    TOP_LEVEL_KEYS.contains(&top).then_some(key)
+}
+
+/// Environment values are strings; like figment's own `Env` provider, numbers and booleans are
+/// passed on as such so `TESSERA_HTTP__BODY_LIMIT=1000` works.
+fn parse_env_value(value: &str) -> figment::value::Value {
+    match value.parse::<figment::value::Value>() {
+        Ok(v) => v,
+        Err(never) => match never {},
+    }
+}
+
+fn database_kind(url: &str) -> Result<DatabaseKind, ConfigError> {
+    let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or_default();
+    match scheme {
+        "sqlite" => Ok(DatabaseKind::Sqlite),
+        "postgres" | "postgresql" => Ok(DatabaseKind::Postgres),
+        "" => Err(ConfigError::new(
+            "database_url",
+            "missing scheme (use sqlite:// or postgres://)",
+        )),
+        other => Err(ConfigError::new(
+            "database_url",
+            format!("unknown database scheme {other:?} (use sqlite:// or postgres://)"),
+        )),
+    }
+}
+
+/// Durations as humantime strings (`"30d"`, `"90s"`, `"250ms"`) or whole seconds.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            de::Error::custom("expected a duration such as \"30d\", \"12h\", \"90s\" or \"250ms\"")
+        })? {
+            Raw::Seconds(s) => Ok(Duration::from_secs(s)),
+            Raw::Text(t) => parse(&t).map_err(de::Error::custom),
+        }
+    }
+
+    /// Parses `"0"`, `"30d"`, `"1h 30m"`, `"250ms"`.
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let text = text.trim();
+        if let Ok(secs) = text.parse::<u64>() {
+            return Ok(Duration::from_secs(secs));
+        }
+        humantime::parse_duration(text).map_err(|_| {
+            format!(
+                "invalid duration {text:?} (expected e.g. \"30d\", \"12h\", \"90s\", \"250ms\")"
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::load_with_env(None, vars.iter().copied())
+    }
+
+    #[test]
+    fn defaults_match_the_interface_contract() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.issuer, "http://127.0.0.1:8080");
+        assert_eq!(c.bind, "127.0.0.1:8080");
+        assert_eq!(c.database_url, "sqlite://data/tessera.db");
+        assert_eq!(c.keys.rotate_after, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.keys.prepublish, Duration::from_secs(86_400));
+        assert_eq!(c.keys.refresh, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let c = load(&[
+            ("TESSERA_ISSUER", "https://id.example.com"),
+            ("TESSERA_KEYS__ROTATE_AFTER", "7d"),
+            ("TESSERA_KEYS__PREPUBLISH", "0"),
+            ("TESSERA_HTTP__BODY_LIMIT", "2048"),
+            ("TESSERA_TEST_POSTGRES_URL", "postgres://ignored"),
+        ])
+        .unwrap();
+        assert_eq!(c.issuer, "https://id.example.com");
+        assert_eq!(c.keys.rotate_after, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.keys.prepublish, Duration::ZERO);
+        assert_eq!(c.http.body_limit, 2048);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("TESSERA_ISSUER", "not a url", "issuer"),
+            ("TESSERA_ISSUER", "https://id.example.com/?x=1", "issuer"),
+            (
+                "TESSERA_DATABASE_URL",
+                "mysql://localhost/x",
+                "database_url",
+            ),
+            ("TESSERA_KEYS__ROTATE_AFTER", "3x", "keys.rotate_after"),
+            ("TESSERA_KEYS__RSA_BITS", "1024", "keys.rsa_bits"),
+            ("TESSERA_BIND", "localhost", "bind"),
+            ("TESSERA_LOG_FORMAT", "xml", "log_format"),
+        ];
+        for (var, value, key) in cases {
+            let err = load(&[(var, value)]).unwrap_err();
+            assert_eq!(err.key, *key, "{var}={value}: {err}");
+            assert!(!err.to_string().contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn file_layer_sits_between_defaults_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(
+            &path,
+            "issuer = \"https://file.example\"\n[keys]\nrefresh = \"5s\"\n",
+        )
+        .unwrap();
+        let c = Config::load_with_env(Some(&path), [("TESSERA_ISSUER", "https://env.example")])
+            .unwrap();
+        assert_eq!(c.issuer, "https://env.example");
+        assert_eq!(c.keys.refresh, Duration::from_secs(5));
+
+        std::fs::write(&path, "[keys]\nrotate_afterr = \"5d\"\n").unwrap();
+        let err = Config::load_with_env(Some(&path), [("", ""); 0]).unwrap_err();
+        assert!(err.to_string().contains("rotate_afterr"), "{err}");
+    }
+
+    #[test]
+    fn every_top_level_key_is_settable_from_the_environment() {
+        let json = serde_json::to_value(Config::default()).unwrap();
+        let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), TOP_LEVEL_KEYS.len());
+        for k in keys {
+            assert!(
+                TOP_LEVEL_KEYS.contains(&k.as_str()),
+                "{k} missing from TOP_LEVEL_KEYS"
+            );
+        }
+    }
+}

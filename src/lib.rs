@@ -1,0 +1,185 @@
+//! Tessera, an OAuth 2.0 / OpenID Connect identity provider.
+//!
+//! [`Application::build`] turns a [`Config`] into a bound, ready-to-run server; the binary
+//! and the integration tests both start Tessera through it.
+
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod oidc;
+pub mod ops;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod web;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+use crypto::keys::{KeyError, KeyPolicy, KeyRing};
+use oidc::discovery::Discovery;
+use state::AppState;
+use store::{OpenError, Store};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    #[error("cannot load signing keys: {0}")]
+    Keys(#[from] KeyError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// A built server: database open and migrated, keys loaded, listener bound.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Opens the store, applies migrations, loads (or creates) the signing keys and binds
+    /// `config.bind`.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let addr = config.bind_addr();
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?;
+        Self::with_listener(config, listener).await
+    }
+
+    /// As [`Application::build`], on a listener the caller bound (tests bind port 0 first so
+    /// they know the issuer URL).
+    pub async fn with_listener(config: Config, listener: TcpListener) -> Result<Self, StartError> {
+        let store = Store::open(&config).await?;
+        let applied = store.migrate().await?;
+        if applied > 0 {
+            tracing::info!(applied, "database migrations applied");
+        }
+        let keys = Arc::new(KeyRing::load(store.clone(), KeyPolicy::from_config(&config)).await?);
+        let state = AppState {
+            discovery: Arc::new(Discovery::build(&config)),
+            config: Arc::new(config),
+            store,
+            keys,
+            metrics: telemetry::prometheus(),
+        };
+        let router = router(state.clone());
+        Ok(Self {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting connections and lets in-flight
+    /// requests finish (for at most `http.shutdown_timeout`).
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Self {
+            listener,
+            router,
+            state,
+        } = self;
+        let stop = CancellationToken::new();
+        let refresher = state
+            .keys
+            .clone()
+            .spawn_refresh(state.config.keys.refresh, stop.clone());
+
+        let signal = stop.clone();
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            signal.cancel();
+        });
+        let grace = state.config.http.shutdown_timeout;
+        let deadline = async {
+            stop.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        let result = tokio::select! {
+            result = server.into_future() => result,
+            () = deadline => {
+                tracing::warn!("shutdown timeout reached; closing remaining connections");
+                Ok(())
+            }
+        };
+        stop.cancel();
+        let _ = refresher.await;
+        state.store.close().await;
+        result
+    }
+}
+
+/// The whole HTTP surface: every module's router, the fallback, the middleware stack, and the
+/// state, nested under the issuer's path when it has one.
+pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    let routes = Router::new()
+        .merge(oidc::router())
+        .merge(ops::router())
+        .fallback(error::not_found);
+    let routes =
+        web::middleware::apply(routes, config.http.request_timeout, config.http.body_limit);
+    let base = config.base_path();
+    let routes = if base.is_empty() {
+        routes
+    } else {
+        Router::new().nest(&base, routes)
+    };
+    routes.with_state(state)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,276 @@
+//! Storage: SQL over `sqlx::Any`, one code path for SQLite and PostgreSQL.
+//!
+//! Queries are written once in the common subset of both dialects (`$N` placeholders, BIGINT
+//! unix-second timestamps, TEXT ids, 0/1 integers for booleans); the schema lives in one
+//! migration tree per dialect under `migrations/`. Each aggregate has its own file with plain
+//! functions that take a connection or a transaction, so the caller decides the transaction
+//! boundary.
+//!
+//! SQLite allows one writer at a time, so on SQLite the store keeps a separate single-connection
+//! pool for writes and opens write transactions with `BEGIN IMMEDIATE` (a deferred transaction
+//! that upgrades to a write can fail with `SQLITE_BUSY` without waiting). On PostgreSQL both
+//! pools are the same pool.
+
+pub mod keys;
+
+use std::path::Path;
+use std::sync::Once;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, Executor, Transaction};
+
+use crate::config::{Config, DatabaseKind};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Pragmas set on every SQLite connection. WAL lets readers run beside the writer;
+/// `synchronous = FULL` makes every commit durable before it is acknowledged.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    reader: AnyPool,
+    writer: AnyPool,
+    kind: DatabaseKind,
+}
+
+/// Why the store could not be opened at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the database folder {path}: {source}")]
+    Folder {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to the database at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("cannot apply database migrations: {0}")]
+    Migrate(String),
+}
+
+impl Store {
+    /// Opens the pools (creating the SQLite file and its folder when needed) and checks that
+    /// the database answers. Migrations are applied separately by [`Store::migrate`].
+    pub async fn open(config: &Config) -> Result<Self, OpenError> {
+        static DRIVERS: Once = Once::new();
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+
+        let kind = config.database_kind();
+        let url = match kind {
+            DatabaseKind::Sqlite => sqlite_url(&config.database_url)?,
+            DatabaseKind::Postgres => config.database_url.clone(),
+        };
+        let connect_error = |e: sqlx::Error| OpenError::Connect {
+            url: redact_url(&config.database_url),
+            reason: one_line(&e.to_string()),
+        };
+        let options: AnyConnectOptions = url.parse().map_err(connect_error)?;
+        let db = &config.database;
+
+        let pool = |max: u32| {
+            let mut p = AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(db.acquire_timeout)
+                .idle_timeout(Some(Duration::from_secs(300)));
+            if kind == DatabaseKind::Sqlite {
+                p = p.after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        conn.execute(SQLITE_PRAGMAS).await?;
+                        Ok(())
+                    })
+                });
+            }
+            p
+        };
+
+        // The first connection is made eagerly so an unreachable database fails start-up
+        // with one clear line instead of failing the first request.
+        let first = async {
+            match kind {
+                DatabaseKind::Sqlite => {
+                    let writer = pool(1).connect_with(options.clone()).await?;
+                    let reader = pool(db.max_connections).connect_with(options).await?;
+                    Ok::<_, sqlx::Error>((reader, writer))
+                }
+                DatabaseKind::Postgres => {
+                    let pool = pool(db.max_connections).connect_with(options).await?;
+                    Ok((pool.clone(), pool))
+                }
+            }
+        };
+        let (reader, writer) = match tokio::time::timeout(db.connect_timeout, first).await {
+            Ok(result) => result.map_err(connect_error)?,
+            Err(_) => {
+                return Err(OpenError::Connect {
+                    url: redact_url(&config.database_url),
+                    reason: format!(
+                        "no answer within {}",
+                        humantime::format_duration(db.connect_timeout)
+                    ),
+                });
+            }
+        };
+        Ok(Self {
+            reader,
+            writer,
+            kind,
+        })
+    }
+
+    /// Applies pending migrations; returns how many were applied.
+    pub async fn migrate(&self) -> Result<usize, OpenError> {
+        let migrator = self.migrator();
+        let before = self.applied_migrations().await;
+        migrator
+            .run(&self.writer)
+            .await
+            .map_err(|e| OpenError::Migrate(one_line(&e.to_string())))?;
+        let after = self.applied_migrations().await;
+        Ok(after.saturating_sub(before))
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self.kind {
+            DatabaseKind::Sqlite => &SQLITE_MIGRATIONS,
+            DatabaseKind::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    async fn applied_migrations(&self) -> usize {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_one(&self.reader)
+            .await
+            .map(|n| usize::try_from(n).unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    pub fn kind(&self) -> DatabaseKind {
+        self.kind
+    }
+
+    /// The pool for reads.
+    pub fn reader(&self) -> &AnyPool {
+        &self.reader
+    }
+
+    /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite, see the module docs).
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.kind {
+            DatabaseKind::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
+            DatabaseKind::Postgres => self.writer.begin().await,
+        }
+    }
+
+    /// Whether the database answers a trivial query within `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        let query = sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(&self.reader);
+        matches!(tokio::time::timeout(timeout, query).await, Ok(Ok(1)))
+    }
+
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+/// Whether a database error means "the database is unreachable" (answer 503 and retry),
+/// as opposed to a bug or a rule violation.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
+    ) || matches!(error, sqlx::Error::Database(db) if is_connection_state(db.code().as_deref()))
+}
+
+/// SQLSTATE class 08 (connection exception), 57P01-03 (admin shutdown, crash shutdown,
+/// cannot connect now) and SQLite's BUSY/LOCKED: all transient.
+fn is_connection_state(code: Option<&str>) -> bool {
+    match code {
+        Some(c) => c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "5" | "6"),
+        None => false,
+    }
+}
+
+/// Whether a database error is a unique-constraint violation (SQLSTATE 23505, SQLite 2067/1555).
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Turns `sqlite://data/tessera.db` into a URL that creates the file, and creates its folder.
+fn sqlite_url(url: &str) -> Result<String, OpenError> {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if !path.is_empty()
+        && !path.starts_with(":memory:")
+        && let Some(parent) = Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent).map_err(|source| OpenError::Folder {
+            path: parent.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(if query.contains("mode=") {
+        url.to_owned()
+    } else if query.is_empty() {
+        format!("{url}?mode=rwc")
+    } else {
+        format!("{url}&mode=rwc")
+    })
+}
+
+/// The URL with any password replaced, for error messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Seconds since the Unix epoch: the unit of every timestamp column.
+pub fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_get_create_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a/b/t.db");
+        let url = format!("sqlite://{}", db.display());
+        assert_eq!(sqlite_url(&url).unwrap(), format!("{url}?mode=rwc"));
+        assert!(dir.path().join("a/b").is_dir());
+        assert_eq!(
+            sqlite_url("sqlite://x.db?mode=ro").unwrap(),
+            "sqlite://x.db?mode=ro"
+        );
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

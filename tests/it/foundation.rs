@@ -1,0 +1,659 @@
+//! The foundation: discovery, JWKS, durable and rotating keys, operations endpoints, the CLI.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, Proxy, TestApp, TestDb, eventually, run_tessera, test_config};
+use crate::on_both_databases;
+
+on_both_databases!(
+    discovery_names_the_issuer_and_the_jwks_verifies_tessera_tokens,
+    metadata_documents_support_conditional_requests,
+    a_restart_keeps_the_signing_key,
+    rotation_prepublishes_then_signs_and_retires_after_tokens_expire,
+    cli_rotation_reaches_the_running_server,
+    two_instances_converge_on_one_signing_key,
+    replicas_starting_together_create_one_key,
+    scheduled_rotation_happens_once_across_replicas,
+    readyz_follows_the_database,
+);
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .try_into()
+        .unwrap()
+}
+
+/// Verifies `token` with `jsonwebtoken` using only the `n`/`e` of the JWKS entry named by its
+/// `kid` header — as a relying party would, without Tessera's own key objects.
+fn verify_with_jwks(token: &str, jwks: &Value, issuer: &str) -> Value {
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.alg, Algorithm::RS256);
+    let kid = header.kid.expect("kid header");
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .unwrap_or_else(|| panic!("kid {kid} is not in the JWKS"));
+    let key =
+        DecodingKey::from_rsa_components(jwk["n"].as_str().unwrap(), jwk["e"].as_str().unwrap())
+            .unwrap();
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&["test-audience"]);
+    jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .unwrap()
+        .claims
+}
+
+fn claims(issuer: &str) -> Value {
+    json!({ "iss": issuer, "sub": "user-1", "aud": "test-audience", "iat": now(), "exp": now() + 300 })
+}
+
+async fn discovery_names_the_issuer_and_the_jwks_verifies_tessera_tokens(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let app = TestApp::start(&db).await;
+
+    let discovery = app.discovery().await;
+    assert_eq!(discovery["issuer"], app.issuer.as_str());
+    assert_eq!(
+        discovery["id_token_signing_alg_values_supported"],
+        json!(["RS256"])
+    );
+    // Everything advertised as a URI exists.
+    for (name, value) in discovery.as_object().unwrap() {
+        if name.ends_with("_uri") || name.ends_with("_endpoint") {
+            let status = app
+                .client
+                .get(value.as_str().unwrap())
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_ne!(status, 404, "{name} is advertised but not served");
+        }
+    }
+
+    let jwks = app.jwks().await;
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    let mut members: Vec<&str> = keys[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    members.sort_unstable();
+    assert_eq!(
+        members,
+        ["alg", "e", "kid", "kty", "n", "use"],
+        "public parts only"
+    );
+    assert_eq!(keys[0]["kty"], "RSA");
+    assert_eq!(keys[0]["alg"], "RS256");
+    assert_eq!(keys[0]["use"], "sig");
+    // 2048-bit modulus: 256 bytes, 342 base64url characters.
+    assert_eq!(keys[0]["n"].as_str().unwrap().len(), 342);
+    // The kid is the RFC 7638 thumbprint of (e, kty, n).
+    let expected_kid = tessera::crypto::keys::thumbprint(
+        keys[0]["n"].as_str().unwrap(),
+        keys[0]["e"].as_str().unwrap(),
+    );
+    assert_eq!(keys[0]["kid"], expected_kid.as_str());
+
+    let token = app.state.keys.sign("JWT", &claims(&app.issuer)).unwrap();
+    let verified = verify_with_jwks(&token, &jwks, &app.issuer);
+    assert_eq!(verified["sub"], "user-1");
+
+    // A token whose signature was tampered with does not verify.
+    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+    parts[1] = tessera::crypto::b64url(serde_json::to_vec(&json!({"sub": "admin"})).unwrap());
+    let forged = parts.join(".");
+    let jwk = &keys[0];
+    let key =
+        DecodingKey::from_rsa_components(jwk["n"].as_str().unwrap(), jwk["e"].as_str().unwrap())
+            .unwrap();
+    assert!(
+        jsonwebtoken::decode::<Value>(&forged, &key, &Validation::new(Algorithm::RS256)).is_err()
+    );
+    app.stop().await;
+}
+
+async fn metadata_documents_support_conditional_requests(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let app = TestApp::start(&db).await;
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/jwks.json",
+    ] {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let cache = response.headers()["cache-control"].to_str().unwrap();
+        assert!(cache.starts_with("public, max-age="), "{path}: {cache}");
+        let etag = response.headers()["etag"].to_str().unwrap().to_owned();
+        assert!(etag.starts_with('"'), "strong ETag: {etag}");
+
+        let again = app
+            .client
+            .get(app.url(path))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "{path}");
+        assert_eq!(again.headers()["etag"], etag.as_str());
+        assert!(again.bytes().await.unwrap().is_empty());
+
+        let stale = app
+            .client
+            .get(app.url(path))
+            .header("if-none-match", "\"stale\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stale.status(), 200);
+    }
+    app.stop().await;
+}
+
+async fn a_restart_keeps_the_signing_key(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let app = TestApp::start(&db).await;
+    let kid = app.signing_kid();
+    let jwks = app.jwks().await;
+    let token = app.state.keys.sign("JWT", &claims(&app.issuer)).unwrap();
+    app.stop().await;
+
+    let app = TestApp::start(&db).await;
+    assert_eq!(app.signing_kid(), kid);
+    assert_eq!(app.jwks_kids().await, [kid]);
+    // Keys are compared by content, not just kid.
+    assert_eq!(app.jwks().await["keys"], jwks["keys"]);
+    // A token issued before the restart still verifies. (The issuer changed with the port, so
+    // verify against the old one.)
+    let old_issuer = jsonwebtoken::dangerous::insecure_decode::<Value>(&token)
+        .unwrap()
+        .claims["iss"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    verify_with_jwks(&token, &app.jwks().await, &old_issuer);
+    app.stop().await;
+}
+
+async fn rotation_prepublishes_then_signs_and_retires_after_tokens_expire(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let mut config = test_config(&db.url);
+    config.tokens.id_token_ttl = Duration::from_secs(1);
+    config.tokens.access_token_ttl = Duration::from_secs(1);
+    config.keys.grace = Duration::ZERO;
+    config.keys.prepublish = Duration::from_secs(3600);
+    let app = TestApp::start_with(config, "").await;
+    let first = app.signing_kid();
+
+    // A pre-published key is in the JWKS but does not sign.
+    let pending = app.state.keys.rotate().await.unwrap().unwrap();
+    assert_eq!(app.jwks_kids().await, [pending.kid.clone(), first.clone()]);
+    assert_eq!(app.signing_kid(), first);
+    let token = app.state.keys.sign("JWT", &claims(&app.issuer)).unwrap();
+    assert_eq!(
+        jsonwebtoken::decode_header(&token).unwrap().kid.as_deref(),
+        Some(first.as_str())
+    );
+    app.stop().await;
+
+    // With no pre-publication the new key signs at once; the old stays published while tokens
+    // it signed can still be valid, and is dropped after.
+    let mut config = test_config(&db.url);
+    config.tokens.id_token_ttl = Duration::from_secs(1);
+    config.tokens.access_token_ttl = Duration::from_secs(1);
+    config.keys.grace = Duration::ZERO;
+    config.keys.prepublish = Duration::ZERO;
+    let app = TestApp::start_with(config, "").await;
+    let old_token = app.state.keys.sign("JWT", &claims(&app.issuer)).unwrap();
+    let active = app.state.keys.rotate().await.unwrap().unwrap();
+    assert_eq!(app.signing_kid(), active.kid);
+    let kids = app.jwks_kids().await;
+    assert!(
+        kids.contains(&active.kid) && kids.contains(&first),
+        "{kids:?}"
+    );
+    verify_with_jwks(&old_token, &app.jwks().await, &app.issuer);
+    let new_token = app.state.keys.sign("JWT", &claims(&app.issuer)).unwrap();
+    assert_eq!(
+        jsonwebtoken::decode_header(&new_token)
+            .unwrap()
+            .kid
+            .as_deref(),
+        Some(active.kid.as_str())
+    );
+    verify_with_jwks(&new_token, &app.jwks().await, &app.issuer);
+
+    // 1 s token lifetime, no grace: the retired keys leave the JWKS a couple of seconds later.
+    let gone = eventually(Duration::from_secs(6), || async {
+        app.jwks_kids().await == [active.kid.clone()]
+    })
+    .await;
+    assert!(
+        gone,
+        "retired keys still published: {:?}",
+        app.jwks_kids().await
+    );
+    app.stop().await;
+}
+
+async fn cli_rotation_reaches_the_running_server(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let app = TestApp::start(&db).await;
+    let first = app.signing_kid();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("TESSERA_DATABASE_URL", db.url.as_str()),
+        ("TESSERA_KEYS__PREPUBLISH", "0"),
+    ];
+
+    let out = run_tessera(&["keys", "rotate", "--json"], &env, dir.path()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rotated: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let new_kid = rotated["kid"].as_str().unwrap().to_owned();
+    assert_ne!(new_kid, first);
+    assert_eq!(rotated["state"], "signing");
+
+    // The server picks it up within keys.refresh (200 ms here).
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            app.signing_kid() == new_kid
+        })
+        .await
+    );
+    assert!(
+        app.jwks_kids().await.contains(&first),
+        "the old key stays published"
+    );
+
+    let out = run_tessera(&["keys", "list", "--json"], &env, dir.path()).await;
+    assert!(out.status.success());
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let states: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["kid"].as_str().unwrap(), k["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        [(new_kid.as_str(), "signing"), (first.as_str(), "retired")]
+    );
+
+    let text = run_tessera(&["keys", "list"], &env, dir.path()).await;
+    assert!(String::from_utf8_lossy(&text.stdout).contains(&new_kid));
+    app.stop().await;
+}
+
+async fn two_instances_converge_on_one_signing_key(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let mut config = test_config(&db.url);
+    config.keys.prepublish = Duration::ZERO;
+    let a = TestApp::start_with(config.clone(), "").await;
+    let b = TestApp::start_with(config, "").await;
+    assert_eq!(
+        a.signing_kid(),
+        b.signing_kid(),
+        "the second instance uses the existing key"
+    );
+
+    let rotated = a.state.keys.rotate().await.unwrap().unwrap();
+    assert_eq!(a.signing_kid(), rotated.kid);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            b.signing_kid() == rotated.kid
+        })
+        .await,
+        "instance b did not pick up the rotation"
+    );
+    assert_eq!(a.jwks().await, b.jwks().await);
+    // A token from either instance verifies against the other's JWKS.
+    let token = b.state.keys.sign("JWT", &claims(&b.issuer)).unwrap();
+    verify_with_jwks(&token, &a.jwks().await, &b.issuer);
+    a.stop().await;
+    b.stop().await;
+}
+
+async fn replicas_starting_together_create_one_key(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let config = test_config(&db.url);
+    let (a, b, c) = tokio::join!(
+        TestApp::start_with(config.clone(), ""),
+        TestApp::start_with(config.clone(), ""),
+        TestApp::start_with(config, ""),
+    );
+    assert_eq!(a.signing_kid(), b.signing_kid());
+    assert_eq!(b.signing_kid(), c.signing_kid());
+    assert_eq!(
+        a.jwks_kids().await.len(),
+        1,
+        "one first key, not one per replica"
+    );
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
+
+async fn scheduled_rotation_happens_once_across_replicas(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let mut config = test_config(&db.url);
+    config.keys.prepublish = Duration::ZERO;
+    config.keys.rotate_after = Duration::from_secs(2);
+    config.keys.refresh = Duration::from_millis(100);
+    let a = TestApp::start_with(config.clone(), "").await;
+    let b = TestApp::start_with(config, "").await;
+    let first = a.signing_kid();
+
+    assert!(
+        eventually(Duration::from_secs(8), || async {
+            a.signing_kid() != first && a.signing_kid() == b.signing_kid()
+        })
+        .await,
+        "no scheduled rotation seen by both replicas"
+    );
+    a.stop().await;
+    b.stop().await;
+
+    // Two replicas checking every 100 ms never add two keys for one rotation: generations are
+    // consecutive and each new key was created at least rotate_after after the previous one.
+    let store = tessera::store::Store::open(&test_config(&db.url))
+        .await
+        .unwrap();
+    let mut conn = store.reader().acquire().await.unwrap();
+    let rows = tessera::store::keys::list(&mut conn).await.unwrap();
+    assert!(rows.len() >= 2);
+    for pair in rows.windows(2) {
+        assert_eq!(pair[1].generation, pair[0].generation + 1);
+        assert!(
+            pair[1].created_at - pair[0].created_at >= 2,
+            "two keys for one rotation: {rows:?}"
+        );
+    }
+}
+
+async fn readyz_follows_the_database(backend: Backend) {
+    let Backend::Postgres(server) = &backend else {
+        // An embedded SQLite file cannot become unreachable; readiness is still reported.
+        let db = TestDb::new(&backend).await;
+        let app = TestApp::start(&db).await;
+        assert_eq!(app.get("/healthz").await.status(), 200);
+        assert_eq!(app.get("/readyz").await.status(), 200);
+        app.stop().await;
+        return;
+    };
+    let db = TestDb::new(&backend).await;
+    let target = url::Url::parse(server).unwrap();
+    let upstream =
+        tokio::net::lookup_host((target.host_str().unwrap(), target.port().unwrap_or(5432)))
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let mut via_proxy = url::Url::parse(&db.url).unwrap();
+    via_proxy.set_host(Some("127.0.0.1")).unwrap();
+    via_proxy.set_port(Some(proxy.addr.port())).unwrap();
+    let mut config = test_config(via_proxy.as_str());
+    config.database.acquire_timeout = Duration::from_secs(1);
+    let app = TestApp::start_with(config, "").await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    proxy.cut();
+    let down = app.get("/readyz").await;
+    assert_eq!(down.status(), 503);
+    assert!(down.headers().contains_key("retry-after"));
+    // Liveness and the in-memory documents do not depend on the database.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    assert_eq!(app.get("/.well-known/jwks.json").await.status(), 200);
+
+    proxy.restore();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            app.get("/readyz").await.status() == 200
+        })
+        .await,
+        "readiness did not recover"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_issuer_with_a_path_serves_under_it() {
+    let db = TestDb::new(&Backend::Sqlite).await;
+    let app = TestApp::start_with(test_config(&db.url), "/tenant-a").await;
+    let discovery = app.discovery().await;
+    assert_eq!(discovery["issuer"], app.issuer.as_str());
+    assert!(
+        discovery["jwks_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}/", app.issuer))
+    );
+    assert_eq!(app.jwks().await["keys"].as_array().unwrap().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn operations_endpoints_answer() {
+    let db = TestDb::new(&Backend::Sqlite).await;
+    let app = TestApp::start(&db).await;
+    let health = app.get("/healthz").await;
+    assert_eq!(health.status(), 200);
+    let request_id = health
+        .headers()
+        .get("x-request-id")
+        .expect("x-request-id")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(!request_id.is_empty());
+    assert_eq!(health.headers()["x-content-type-options"], "nosniff");
+
+    let missing = app.get("/no-such-thing").await;
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+
+    app.get("/.well-known/jwks.json").await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("http_requests_total{")
+                && l.contains("route=\"/.well-known/jwks.json\"")
+                && l.contains("status=\"200\"")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("http_request_duration_seconds_bucket{"),
+        "latency histogram"
+    );
+    app.stop().await;
+}
+
+/// Runs the binary with a bad setting and expects exit code 2 and one line naming the key.
+#[tokio::test]
+async fn bad_configuration_stops_start_up_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/t.db", dir.path().display());
+    let cases: &[(&str, &str, &str)] = &[
+        ("TESSERA_ISSUER", "not a url", "issuer"),
+        (
+            "TESSERA_DATABASE_URL",
+            "mysql://localhost/x",
+            "database_url",
+        ),
+        ("TESSERA_KEYS__ROTATE_AFTER", "3x", "keys.rotate_after"),
+        ("TESSERA_BIND", "nowhere", "bind"),
+        ("TESSERA_LOG_FORMAT", "yaml", "log_format"),
+    ];
+    for (var, value, key) in cases {
+        let out = run_tessera(
+            &[],
+            &[("TESSERA_DATABASE_URL", &db), (var, value)],
+            dir.path(),
+        )
+        .await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{var}={value}: {stderr}"
+        );
+        assert!(stderr.contains(key), "{var}={value}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+
+    // An unknown key in the file is named too.
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[keys]\nrotate_aftr = \"1d\"\n").unwrap();
+    let out = run_tessera(
+        &["--config", file.to_str().unwrap()],
+        &[("TESSERA_DATABASE_URL", &db)],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rotate_aftr"));
+
+    // A missing --config file.
+    let out = run_tessera(&["--config", "/nonexistent/tessera.toml"], &[], dir.path()).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/tessera.toml"));
+}
+
+#[tokio::test]
+async fn an_unreachable_database_stops_start_up_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1.
+    let out = run_tessera(
+        &["serve"],
+        &[
+            (
+                "TESSERA_DATABASE_URL",
+                "postgres://postgres:hunter2@127.0.0.1:1/tessera",
+            ),
+            ("TESSERA_BIND", "127.0.0.1:0"),
+        ],
+        dir.path(),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to the database"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password is redacted: {stderr}"
+    );
+
+    // A SQLite file in a folder that cannot be created.
+    let out = run_tessera(
+        &["migrate"],
+        &[("TESSERA_DATABASE_URL", "sqlite:///proc/forbidden/t.db")],
+        dir.path(),
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
+
+#[tokio::test]
+async fn sqlite_database_and_folder_are_created_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_tessera(&["migrate", "--json"], &[], dir.path()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let applied: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(applied["applied"].as_u64().unwrap() >= 1);
+    let path = dir.path().join("data/tessera.db");
+    assert!(path.is_file(), "the default database is data/tessera.db");
+
+    // Migrating again applies nothing.
+    let out = run_tessera(&["migrate", "--json"], &[], dir.path()).await;
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["applied"], 0);
+
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn serve_stops_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let issuer = format!("http://{bind}");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .current_dir(dir.path())
+        .env("TESSERA_BIND", &bind)
+        .env("TESSERA_ISSUER", &issuer)
+        .env_remove("TESSERA_DATABASE_URL")
+        .env_remove("TESSERA_LOG_FORMAT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("{issuer}/.well-known/openid-configuration");
+    let up = eventually(Duration::from_secs(30), || async {
+        client
+            .get(&url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(up, "tessera did not come up");
+    let body: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["issuer"], issuer.as_str());
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}
