@@ -122,13 +122,27 @@ impl Store {
     }
 
     /// Applies pending migrations; returns how many were applied.
+    ///
+    /// On PostgreSQL sqlx serialises concurrent migrators with an advisory lock. SQLite has no
+    /// such lock, so two processes starting together (replicas, or the CLI beside the server)
+    /// can both try to apply one migration; each migration runs in a transaction, so the
+    /// loser's attempt rolls back, and it retries against the now-updated history.
     pub async fn migrate(&self) -> Result<usize, OpenError> {
+        const ATTEMPTS: u32 = 5;
         let migrator = self.migrator();
         let before = self.applied_migrations().await;
-        migrator
-            .run(&self.writer)
-            .await
-            .map_err(|e| OpenError::Migrate(one_line(&e.to_string())))?;
+        let mut attempt = 1;
+        loop {
+            match migrator.run(&self.writer).await {
+                Ok(()) => break,
+                Err(e) if self.kind == DatabaseKind::Sqlite && attempt < ATTEMPTS => {
+                    tracing::debug!(error = %e, attempt, "migration attempt failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(OpenError::Migrate(one_line(&e.to_string()))),
+            }
+        }
         let after = self.applied_migrations().await;
         Ok(after.saturating_sub(before))
     }
