@@ -40,6 +40,70 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Read the security audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account; the password is read from standard input.
+    Create(UserCreate),
+    /// List accounts.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Show one account, by id, username or email.
+    Show {
+        user: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Delete an account (its sessions and links go with it), by id, username or email.
+    Delete {
+        user: String,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UserCreate {
+    #[arg(long)]
+    pub username: String,
+    #[arg(long)]
+    pub email: String,
+    /// Display name.
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// Mark the email address as already verified.
+    #[arg(long)]
+    pub email_verified: bool,
+    /// Read the password from standard input (one line). Required: passwords are never
+    /// taken as arguments, which other users of the machine can see.
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub out: Output,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the latest events, oldest first.
+    Tail {
+        /// How many events.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: i64,
+        #[command(flatten)]
+        out: Output,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +168,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Command::Migrate(out) => migrate(config, out).await,
             Command::Keys(KeysCommand::List(out)) => keys_list(config, out).await,
             Command::Keys(KeysCommand::Rotate(out)) => keys_rotate(config, out).await,
+            Command::User(command) => user(config, command).await,
+            Command::Audit(AuditCommand::Tail { lines, out }) => {
+                audit_tail(config, lines, out).await
+            }
         }
     })
 }
@@ -235,6 +303,210 @@ async fn keys_rotate(config: Config, out: Output) -> Result<(), Failure> {
             "new signing key {} (generation {}), signing from {}",
             view.kid, view.generation, view.active_from
         );
+    }
+    Ok(())
+}
+
+/// An account as the CLI shows it.
+#[derive(Serialize)]
+struct UserView {
+    id: String,
+    username: String,
+    email: String,
+    email_verified: bool,
+    name: String,
+    has_password: bool,
+    created_at: String,
+}
+
+impl UserView {
+    fn of(u: &store::users::UserRow) -> Self {
+        Self {
+            id: u.id.clone(),
+            username: u.username.clone(),
+            email: u.email.clone(),
+            email_verified: u.email_verified(),
+            name: u.display_name.clone(),
+            has_password: u.password_hash.is_some(),
+            created_at: rfc3339(u.created_at),
+        }
+    }
+
+    fn print(&self) {
+        println!(
+            "{}  {}  {} ({})  {}",
+            self.id,
+            self.username,
+            self.email,
+            if self.email_verified {
+                "verified"
+            } else {
+                "not verified"
+            },
+            self.name
+        );
+    }
+}
+
+async fn find_user(store: &Store, key: &str) -> Result<store::users::UserRow, Failure> {
+    let mut conn = store.read().await.map_err(Failure::runtime)?;
+    let by_id = store::users::by_id(&mut conn, key)
+        .await
+        .map_err(Failure::runtime)?;
+    let found = match by_id {
+        Some(u) => Some(u),
+        None => store::users::by_login(&mut conn, key)
+            .await
+            .map_err(Failure::runtime)?,
+    };
+    found.ok_or_else(|| Failure::runtime(format!("no user {key:?}")))
+}
+
+async fn user(config: Config, command: UserCommand) -> Result<(), Failure> {
+    let store = open(&config).await?;
+    let result = user_command(&config, &store, command).await;
+    store.close().await;
+    result
+}
+
+async fn user_command(config: &Config, store: &Store, command: UserCommand) -> Result<(), Failure> {
+    match command {
+        UserCommand::Create(c) => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password).map_err(|e| {
+                Failure::runtime(format!("cannot read the password from stdin: {e}"))
+            })?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            let username = crate::accounts::service::validate_username(&c.username)
+                .map_err(Failure::runtime)?;
+            let email =
+                crate::accounts::service::validate_email(&c.email).map_err(Failure::runtime)?;
+            let name = crate::accounts::service::validate_display_name(&c.name)
+                .map_err(Failure::runtime)?;
+            let passwords = crate::crypto::password::Passwords::new(&config.passwords)
+                .map_err(Failure::runtime)?;
+            passwords
+                .check_policy(password, &username, &email)
+                .map_err(Failure::runtime)?;
+            let hash = passwords.hash(password).await.map_err(Failure::runtime)?;
+            let id = uuid::Uuid::now_v7().to_string();
+            let now = store::now_unix();
+            let mut tx = store.begin_write().await.map_err(Failure::runtime)?;
+            let inserted = store::users::insert(
+                &mut tx,
+                &store::users::NewUser {
+                    id: &id,
+                    username: &username,
+                    email: &email,
+                    email_verified: c.email_verified,
+                    display_name: &name,
+                    password_hash: Some(&hash),
+                    now,
+                },
+            )
+            .await;
+            if let Err(e) = inserted {
+                return Err(Failure::runtime(if store::is_unique_violation(&e) {
+                    "a user with that username or email already exists".to_owned()
+                } else {
+                    e.to_string()
+                }));
+            }
+            let event = store::audit::NewEvent {
+                kind: "registered",
+                outcome: "success",
+                user_id: Some(&id),
+                detail: "cli",
+                ..Default::default()
+            };
+            store::audit::insert(&mut tx, &event, now)
+                .await
+                .map_err(Failure::runtime)?;
+            tx.commit().await.map_err(Failure::runtime)?;
+            let user = find_user(store, &id).await?;
+            if c.out.json {
+                print_json(&UserView::of(&user))
+            } else {
+                UserView::of(&user).print()
+            }
+        }
+        UserCommand::List { limit, out } => {
+            let mut conn = store.read().await.map_err(Failure::runtime)?;
+            let users = store::users::list(&mut conn, limit.clamp(1, 100_000))
+                .await
+                .map_err(Failure::runtime)?;
+            let views: Vec<UserView> = users.iter().map(UserView::of).collect();
+            if out.json {
+                print_json(&views);
+            } else {
+                views.iter().for_each(UserView::print);
+            }
+        }
+        UserCommand::Show { user, out } => {
+            let view = UserView::of(&find_user(store, &user).await?);
+            if out.json {
+                print_json(&view)
+            } else {
+                view.print()
+            }
+        }
+        UserCommand::Delete { user, out } => {
+            let found = find_user(store, &user).await?;
+            let mut tx = store.begin_write().await.map_err(Failure::runtime)?;
+            store::users::delete(&mut tx, &found.id)
+                .await
+                .map_err(Failure::runtime)?;
+            let event = store::audit::NewEvent {
+                kind: "user_deleted",
+                outcome: "success",
+                user_id: Some(&found.id),
+                detail: "cli",
+                ..Default::default()
+            };
+            store::audit::insert(&mut tx, &event, store::now_unix())
+                .await
+                .map_err(Failure::runtime)?;
+            tx.commit().await.map_err(Failure::runtime)?;
+            if out.json {
+                print_json(&serde_json::json!({ "deleted": found.id }));
+            } else {
+                println!("deleted {} ({})", found.username, found.id);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn audit_tail(config: Config, lines: i64, out: Output) -> Result<(), Failure> {
+    let store = open(&config).await?;
+    let mut conn = store.read().await.map_err(Failure::runtime)?;
+    let rows = store::audit::tail(&mut conn, lines.clamp(1, 10_000))
+        .await
+        .map_err(Failure::runtime)?;
+    drop(conn);
+    store.close().await;
+    if out.json {
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                v["time"] = serde_json::Value::String(rfc3339(r.at));
+                v
+            })
+            .collect();
+        print_json(&rows);
+    } else {
+        for r in rows {
+            println!(
+                "{}  {:<26} {:<16} user={} ip={} {}",
+                rfc3339(r.at),
+                r.kind,
+                r.outcome,
+                r.user_id.as_deref().unwrap_or("-"),
+                if r.ip.is_empty() { "-" } else { &r.ip },
+                r.detail
+            );
+        }
     }
     Ok(())
 }

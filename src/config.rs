@@ -31,6 +31,12 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "keys",
     "tokens",
     "http",
+    "redis_url",
+    "accounts",
+    "passwords",
+    "sessions",
+    "mail",
+    "throttle",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,6 +56,148 @@ pub struct Config {
     pub keys: KeysConfig,
     pub tokens: TokensConfig,
     pub http: HttpConfig,
+    /// `redis://host:port`: share throttling counters between replicas. Empty: in memory.
+    pub redis_url: String,
+    pub accounts: AccountsConfig,
+    pub passwords: PasswordsConfig,
+    pub sessions: SessionsConfig,
+    pub mail: MailConfig,
+    pub throttle: ThrottleConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsConfig {
+    /// Whether people may create their own accounts at /register.
+    pub registration: bool,
+    /// How long an email verification link stays valid.
+    #[serde(with = "duration")]
+    pub verification_ttl: Duration,
+    /// How long a password reset link stays valid.
+    #[serde(with = "duration")]
+    pub reset_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordsConfig {
+    /// Shortest password accepted.
+    pub min_length: usize,
+    /// argon2id memory cost in KiB (OWASP minimum: 19456).
+    pub memory_kib: u32,
+    /// argon2id passes (OWASP minimum with 19 MiB: 2).
+    pub iterations: u32,
+    /// argon2id lanes.
+    pub parallelism: u32,
+    /// Hashes computed at once; the rest queue, so a burst of sign-ins never starves the
+    /// protocol endpoints. 0 means the number of CPUs.
+    pub max_concurrent: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// Name of the browser session cookie.
+    pub cookie_name: String,
+    /// A session unused for this long ends.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// A sign-in lasts at most this long, however active.
+    #[serde(with = "duration")]
+    pub absolute_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    /// The From: address of every message.
+    pub from: String,
+    /// With no SMTP host, messages are written here as .eml files.
+    pub outbox: String,
+    /// SMTP server; empty means "use the outbox".
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// "starttls", "tls" (implicit TLS) or "none" (only for a local relay).
+    pub smtp_security: String,
+    pub smtp_username: String,
+    pub smtp_password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    /// The counting window of every limit below.
+    #[serde(with = "duration")]
+    pub window: Duration,
+    /// Failed sign-ins per account per window.
+    pub login_failures_per_account: u32,
+    /// Sign-in attempts per client IP per window.
+    pub logins_per_ip: u32,
+    /// Registrations per client IP per window.
+    pub registrations_per_ip: u32,
+    /// Password reset requests per account per window.
+    pub resets_per_account: u32,
+    /// Password reset and verification requests per client IP per window.
+    pub resets_per_ip: u32,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        Self {
+            registration: true,
+            verification_ttl: Duration::from_secs(24 * 3600),
+            reset_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Default for PasswordsConfig {
+    fn default() -> Self {
+        Self {
+            min_length: 8,
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+            max_concurrent: 0,
+        }
+    }
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            cookie_name: "tessera_session".into(),
+            idle_timeout: Duration::from_secs(12 * 3600),
+            absolute_timeout: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            from: "Tessera <no-reply@localhost>".into(),
+            outbox: "data/outbox".into(),
+            smtp_host: String::new(),
+            smtp_port: 587,
+            smtp_security: "starttls".into(),
+            smtp_username: String::new(),
+            smtp_password: String::new(),
+        }
+    }
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(15 * 60),
+            login_failures_per_account: 5,
+            logins_per_ip: 50,
+            registrations_per_ip: 10,
+            resets_per_account: 3,
+            resets_per_ip: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -115,6 +263,10 @@ pub struct HttpConfig {
     /// How long a graceful shutdown waits for in-flight requests.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
+    /// How many reverse proxies stand in front of Tessera. 0: the client IP is the socket's
+    /// peer. N: it is the N-th address from the right of `X-Forwarded-For` (each proxy
+    /// appends the address it saw; the ones further left are the client's to forge).
+    pub trusted_proxies: usize,
 }
 
 impl Default for Config {
@@ -129,6 +281,12 @@ impl Default for Config {
             keys: KeysConfig::default(),
             tokens: TokensConfig::default(),
             http: HttpConfig::default(),
+            redis_url: String::new(),
+            accounts: AccountsConfig::default(),
+            passwords: PasswordsConfig::default(),
+            sessions: SessionsConfig::default(),
+            mail: MailConfig::default(),
+            throttle: ThrottleConfig::default(),
         }
     }
 }
@@ -171,6 +329,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(30),
             body_limit: 64 * 1024,
             shutdown_timeout: Duration::from_secs(30),
+            trusted_proxies: 0,
         }
     }
 }
@@ -251,6 +410,11 @@ impl Config {
         database_kind(&self.database_url).unwrap_or(DatabaseKind::Sqlite)
     }
 
+    /// Whether the issuer is https, in which case cookies are `Secure`.
+    pub fn is_https(&self) -> bool {
+        self.issuer.starts_with("https://")
+    }
+
     /// The longest lifetime of any JWT Tessera signs: a retired key must stay published at
     /// least this long after it stops signing.
     pub fn max_jwt_ttl(&self) -> Duration {
@@ -324,6 +488,68 @@ impl Config {
         if self.http.request_timeout.is_zero() {
             return Err(ConfigError::new(
                 "http.request_timeout",
+                "must be greater than zero",
+            ));
+        }
+        if !self.redis_url.is_empty() {
+            let url = Url::parse(&self.redis_url)
+                .map_err(|e| ConfigError::new("redis_url", format!("not a URL ({e})")))?;
+            if !matches!(url.scheme(), "redis" | "rediss") {
+                return Err(ConfigError::new(
+                    "redis_url",
+                    "must be a redis:// or rediss:// URL",
+                ));
+            }
+        }
+        let p = &self.passwords;
+        if !(8..=128).contains(&p.min_length) {
+            return Err(ConfigError::new(
+                "passwords.min_length",
+                "must be between 8 and 128",
+            ));
+        }
+        argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, None).map_err(|e| {
+            ConfigError::new("passwords", format!("invalid argon2 parameters: {e}"))
+        })?;
+        if self.sessions.cookie_name.is_empty()
+            || !self
+                .sessions
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(ConfigError::new(
+                "sessions.cookie_name",
+                "must be letters, digits, '_' or '-'",
+            ));
+        }
+        if self.sessions.idle_timeout.is_zero() || self.sessions.absolute_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "sessions",
+                "timeouts must be greater than zero",
+            ));
+        }
+        self.mail
+            .from
+            .parse::<lettre::message::Mailbox>()
+            .map_err(|e| {
+                ConfigError::new(
+                    "mail.from",
+                    format!("not an email address ({e}): {:?}", self.mail.from),
+                )
+            })?;
+        if !matches!(
+            self.mail.smtp_security.as_str(),
+            "starttls" | "tls" | "none"
+        ) {
+            return Err(ConfigError::new(
+                "mail.smtp_security",
+                "must be starttls, tls or none",
+            ));
+        }
+        if self.throttle.window.is_zero() {
+            return Err(ConfigError::new(
+                "throttle.window",
                 "must be greater than zero",
             ));
         }

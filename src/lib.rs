@@ -3,15 +3,19 @@
 //! [`Application::build`] turns a [`Config`] into a bound, ready-to-run server; the binary
 //! and the integration tests both start Tessera through it.
 
+pub mod accounts;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod housekeeping;
+pub mod mail;
 pub mod oidc;
 pub mod ops;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod throttle;
 pub mod web;
 
 use std::future::Future;
@@ -35,6 +39,12 @@ pub enum StartError {
     Store(#[from] OpenError),
     #[error("cannot load signing keys: {0}")]
     Keys(#[from] KeyError),
+    #[error("cannot set up password hashing: {0}")]
+    Passwords(#[from] crypto::password::PasswordError),
+    #[error("cannot set up email: {0}")]
+    Mail(#[from] mail::MailError),
+    #[error("invalid redis_url: {0}")]
+    Redis(#[from] redis::RedisError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -74,6 +84,9 @@ impl Application {
         let keys = Arc::new(KeyRing::load(store.clone(), KeyPolicy::from_config(&config)).await?);
         let state = AppState {
             discovery: Arc::new(Discovery::build(&config)),
+            passwords: crypto::password::Passwords::new(&config.passwords)?,
+            mailer: mail::Mailer::new(&config.mail)?,
+            throttle: throttle::Throttle::new(&config.throttle, &config.redis_url)?,
             config: Arc::new(config),
             store,
             keys,
@@ -111,6 +124,7 @@ impl Application {
             .keys
             .clone()
             .spawn_refresh(state.config.keys.refresh, stop.clone());
+        let sweeper = housekeeping::spawn(state.store.clone(), stop.clone());
 
         let signal = stop.clone();
         let server = axum::serve(
@@ -136,6 +150,7 @@ impl Application {
         };
         stop.cancel();
         let _ = refresher.await;
+        let _ = sweeper.await;
         state.store.close().await;
         result
     }
@@ -148,6 +163,7 @@ pub fn router(state: AppState) -> Router {
     let routes = Router::new()
         .merge(oidc::router())
         .merge(ops::router())
+        .merge(accounts::router(&state))
         .fallback(error::not_found);
     let routes =
         web::middleware::apply(routes, config.http.request_timeout, config.http.body_limit);

@@ -7,8 +7,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
 use crate::crypto::keys::KeyRing;
+use crate::crypto::password::Passwords;
+use crate::mail::Mailer;
 use crate::oidc::discovery::Discovery;
 use crate::store::Store;
+use crate::throttle::Throttle;
 
 #[derive(Clone, FromRef)]
 pub struct AppState {
@@ -17,4 +20,7 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     pub discovery: Arc<Discovery>,
     pub metrics: PrometheusHandle,
+    pub passwords: Passwords,
+    pub mailer: Mailer,
+    pub throttle: Throttle,
 }

@@ -2,6 +2,8 @@
 
 pub mod jwt;
 pub mod keys;
+pub mod password;
+pub mod secrets;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

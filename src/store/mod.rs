@@ -11,7 +11,11 @@
 //! that upgrades to a write can fail with `SQLITE_BUSY` without waiting). On PostgreSQL both
 //! pools are the same pool.
 
+pub mod audit;
 pub mod keys;
+pub mod sessions;
+pub mod tokens;
+pub mod users;
 
 use std::path::Path;
 use std::sync::Once;
@@ -169,6 +173,11 @@ impl Store {
     /// The pool for reads.
     pub fn reader(&self) -> &AnyPool {
         &self.reader
+    }
+
+    /// A connection from the reader pool.
+    pub async fn read(&self) -> Result<sqlx::pool::PoolConnection<Any>, sqlx::Error> {
+        self.reader.acquire().await
     }
 
     /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite, see the module docs).

@@ -1,6 +1,8 @@
 //! HTTP plumbing shared by every module: cached JSON documents, middleware.
 
 pub mod middleware;
+pub mod pages;
+pub mod session;
 
 use std::time::Duration;
 

@@ -138,6 +138,8 @@ pub fn test_config(db_url: &str) -> Config {
 /// Tessera running in this process on a random port.
 pub struct TestApp {
     pub issuer: String,
+    pub outbox: std::path::PathBuf,
+    _outbox_dir: tempfile::TempDir,
     pub state: AppState,
     pub client: reqwest::Client,
     stop: CancellationToken,
@@ -152,6 +154,9 @@ impl TestApp {
         config.issuer = format!("http://{addr}{issuer_path}");
         config.bind = addr.to_string();
         let issuer = config.issuer.clone();
+        let outbox_dir = tempfile::tempdir().unwrap();
+        let outbox = outbox_dir.path().to_owned();
+        config.mail.outbox = outbox.display().to_string();
         if std::env::var_os("TEST_LOG").is_some() {
             tessera::telemetry::init_logging(tessera::config::LogFormat::Text, "debug");
         }
@@ -167,6 +172,8 @@ impl TestApp {
             .unwrap();
         Self {
             issuer,
+            outbox,
+            _outbox_dir: outbox_dir,
             state,
             client,
             stop,
@@ -212,6 +219,35 @@ impl TestApp {
             .iter()
             .map(|k| k["kid"].as_str().unwrap().to_owned())
             .collect()
+    }
+
+    /// A new browser (its own cookie jar) on this app.
+    pub fn browser(&self) -> Browser {
+        Browser::new(&self.issuer)
+    }
+
+    /// The newest link in an email to `to` that starts with `issuer + path`, waiting up to
+    /// 5 s for the message (mail is sent in the background).
+    pub async fn link_in_email(&self, to: &str, path: &str) -> String {
+        let prefix = format!("{}{path}", self.issuer);
+        let mut found = None;
+        let arrived = eventually(Duration::from_secs(5), || {
+            let hit = newest_link(&self.outbox, to, &prefix);
+            let ok = hit.is_some();
+            found = hit;
+            async move { ok }
+        })
+        .await;
+        assert!(arrived, "no email to {to} with a link to {path}");
+        found.unwrap()
+    }
+
+    /// How many emails were sent to `to`.
+    pub fn emails_to(&self, to: &str) -> usize {
+        read_emails(&self.outbox)
+            .into_iter()
+            .filter(|(_, m)| recipient_is(m, to))
+            .count()
     }
 
     /// The kid this instance signs with now.
@@ -328,4 +364,199 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A browser: a reqwest client with its own cookie jar and redirects off.
+pub struct Browser {
+    pub client: reqwest::Client,
+    base: String,
+}
+
+/// A page as a test sees it.
+pub struct Page {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    /// The `Location` of a redirect, without the issuer.
+    pub fn location(&self) -> String {
+        self.headers
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn csrf(&self) -> String {
+        csrf_in(&self.body).unwrap_or_else(|| panic!("no csrf_token in page: {}", self.body))
+    }
+
+    pub fn has(&self, text: &str) -> bool {
+        self.body.contains(text)
+    }
+
+    /// The sessions listed on the account page: (stored id, is this device).
+    pub fn sessions(&self) -> Vec<(String, bool)> {
+        self.body
+            .split("<li>")
+            .skip(1)
+            .filter_map(|item| {
+                let marker = "name=\"session\" value=\"";
+                let start = item.find(marker)? + marker.len();
+                let id = item[start..].split('"').next()?.to_owned();
+                Some((id, item.contains("this device")))
+            })
+            .collect()
+    }
+
+    /// The first listed session that is not this browser's.
+    pub fn other_session(&self) -> String {
+        self.sessions()
+            .into_iter()
+            .find(|(_, current)| !current)
+            .map(|(id, _)| id)
+            .expect("another session")
+    }
+}
+
+impl Browser {
+    pub fn new(base: &str) -> Self {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .cookie_store(true)
+            .build()
+            .unwrap();
+        Self {
+            client,
+            base: base.to_owned(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{}", self.base, path)
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Page {
+        Self::page(self.client.get(self.url(path)).send().await.unwrap()).await
+    }
+
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        Self::page(
+            self.client
+                .post(self.url(path))
+                .form(form)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Fetches `page` for its CSRF token, then posts `form` (plus the token) to `action`.
+    pub async fn submit(&self, page: &str, action: &str, form: &[(&str, &str)]) -> Page {
+        let token = self.get(page).await.csrf();
+        let mut fields = form.to_vec();
+        fields.push(("csrf_token", &token));
+        self.post(action, &fields).await
+    }
+
+    async fn page(response: reqwest::Response) -> Page {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.text().await.unwrap();
+        Page {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn register(&self, username: &str, email: &str, password: &str) -> Page {
+        self.submit(
+            "/register",
+            "/register",
+            &[
+                ("username", username),
+                ("email", email),
+                ("name", "Test Person"),
+                ("password", password),
+            ],
+        )
+        .await
+    }
+
+    pub async fn sign_in(&self, login: &str, password: &str) -> Page {
+        self.submit(
+            "/login",
+            "/login",
+            &[("username", login), ("password", password)],
+        )
+        .await
+    }
+
+    /// Whether this browser is signed in (the account page answers rather than redirecting).
+    pub async fn signed_in(&self) -> bool {
+        self.get("/account").await.status == 200
+    }
+
+    /// Posts a form from the account page (where the CSRF token comes from).
+    pub async fn account_action(&self, action: &str, form: &[(&str, &str)]) -> Page {
+        self.submit("/account", action, form).await
+    }
+}
+
+pub fn csrf_in(html: &str) -> Option<String> {
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = html.find(marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].to_owned())
+}
+
+/// Every `.eml` in the outbox, oldest first, with quoted-printable soft breaks undone.
+fn read_emails(outbox: &std::path::Path) -> Vec<(std::time::SystemTime, String)> {
+    let mut mails: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(outbox)
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                .filter_map(|e| {
+                    let modified = e.metadata().ok()?.modified().ok()?;
+                    let raw = std::fs::read_to_string(e.path()).ok()?;
+                    Some((
+                        modified,
+                        raw.replace("=\r\n", "")
+                            .replace("=\n", "")
+                            .replace("=3D", "="),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    mails.sort_by_key(|(t, _)| *t);
+    mails
+}
+
+fn recipient_is(mail: &str, to: &str) -> bool {
+    mail.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("to:")
+            && l.to_ascii_lowercase().contains(&to.to_ascii_lowercase())
+    })
+}
+
+fn newest_link(outbox: &std::path::Path, to: &str, prefix: &str) -> Option<String> {
+    read_emails(outbox)
+        .into_iter()
+        .rev()
+        .filter(|(_, m)| recipient_is(m, to))
+        .find_map(|(_, m)| {
+            let start = m.find(prefix)?;
+            let end = m[start..]
+                .find(|c: char| c.is_whitespace() || c == '"' || c == '<')
+                .map_or(m.len(), |e| e + start);
+            Some(m[start..end].to_owned())
+        })
 }

@@ -4,4 +4,5 @@
 
 mod helpers;
 
+mod accounts;
 mod foundation;

@@ -1,0 +1,205 @@
+//! Passwords: argon2id PHC strings, hashed on the blocking pool with bounded concurrency, and
+//! the password policy.
+
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
+
+use crate::config::PasswordsConfig;
+
+/// The most common passwords (a short list from public breach corpora), refused outright.
+const COMMON: &str = include_str!("common_passwords.txt");
+
+/// Longest password accepted: argon2 takes any length, but an unbounded input is a cheap way
+/// to make the server hash megabytes.
+pub const MAX_LENGTH: usize = 256;
+
+#[derive(Clone)]
+pub struct Passwords {
+    params: Params,
+    permits: Arc<Semaphore>,
+    min_length: usize,
+    /// A real hash of a random password with the same parameters: an unknown user's sign-in
+    /// is verified against it so it costs as much as a wrong password.
+    dummy: Arc<str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    #[error("password hashing failed")]
+    Hash,
+    #[error("the hashing pool is gone")]
+    Pool,
+}
+
+impl Passwords {
+    pub fn new(config: &PasswordsConfig) -> Result<Self, PasswordError> {
+        let params = Params::new(
+            config.memory_kib,
+            config.iterations,
+            config.parallelism,
+            None,
+        )
+        .map_err(|_| PasswordError::Hash)?;
+        let permits = match config.max_concurrent {
+            0 => std::thread::available_parallelism().map_or(2, usize::from),
+            n => n,
+        };
+        let dummy = argon(&params)
+            .hash_password(super::secrets::random_token().as_bytes())
+            .map_err(|_| PasswordError::Hash)?
+            .to_string();
+        Ok(Self {
+            params,
+            permits: Arc::new(Semaphore::new(permits)),
+            min_length: config.min_length,
+            dummy: dummy.into(),
+        })
+    }
+
+    /// Hashes `password` into a PHC string.
+    pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
+        let params = self.params.clone();
+        let password = password.to_owned();
+        self.blocking(move || {
+            argon(&params)
+                .hash_password(password.as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|_| PasswordError::Hash)
+        })
+        .await?
+    }
+
+    /// Whether `password` matches `phc`; with no hash (unknown user, or an account without a
+    /// password) it still spends the time of one verification and returns false.
+    pub async fn verify(&self, password: &str, phc: Option<&str>) -> Result<bool, PasswordError> {
+        let known = phc.is_some();
+        let phc = phc.map_or_else(|| self.dummy.to_string(), str::to_owned);
+        let password = password.to_owned();
+        let params = self.params.clone();
+        let ok = self
+            .blocking(move || {
+                argon(&params)
+                    .verify_password(password.as_bytes(), phc.as_str())
+                    .is_ok()
+            })
+            .await?;
+        Ok(ok && known)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| PasswordError::Pool)?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|_| PasswordError::Pool)
+    }
+
+    /// Checks the policy; `Err` carries a sentence for the person choosing the password.
+    pub fn check_policy(&self, password: &str, username: &str, email: &str) -> Result<(), String> {
+        let length = password.chars().count();
+        if length < self.min_length {
+            return Err(format!(
+                "Choose a password of at least {} characters.",
+                self.min_length
+            ));
+        }
+        if password.len() > MAX_LENGTH {
+            return Err(format!(
+                "Choose a password of at most {MAX_LENGTH} characters."
+            ));
+        }
+        let folded = password.to_lowercase();
+        if is_common(&folded) {
+            return Err("That password is one of the most common ones; choose another.".into());
+        }
+        let local = email.split('@').next().unwrap_or_default().to_lowercase();
+        if folded == username.to_lowercase()
+            || folded == email.to_lowercase()
+            || (!local.is_empty() && folded == local)
+        {
+            return Err("Your password must not be your username or email address.".into());
+        }
+        Ok(())
+    }
+}
+
+fn argon(params: &Params) -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+}
+
+fn is_common(folded: &str) -> bool {
+    COMMON
+        .lines()
+        .map(str::trim)
+        .any(|c| !c.is_empty() && c == folded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passwords() -> Passwords {
+        Passwords::new(&PasswordsConfig {
+            memory_kib: 1024,
+            iterations: 1,
+            ..PasswordsConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn hashes_verify_and_unknown_users_never_match() {
+        let p = passwords();
+        let hash = p.hash("correct horse battery").await.unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$"), "{hash}");
+        assert!(
+            p.verify("correct horse battery", Some(&hash))
+                .await
+                .unwrap()
+        );
+        assert!(!p.verify("wrong", Some(&hash)).await.unwrap());
+        assert!(!p.verify("correct horse battery", None).await.unwrap());
+        assert!(!p.verify("x", Some("not a phc string")).await.unwrap());
+    }
+
+    #[test]
+    fn default_parameters_meet_owasp_minimums() {
+        let c = PasswordsConfig::default();
+        assert!(c.memory_kib >= 19_456 && c.iterations >= 2 && c.parallelism >= 1);
+    }
+
+    #[test]
+    fn policy_refuses_short_common_and_personal_passwords() {
+        let p = passwords();
+        assert!(p.check_policy("short", "alice", "a@example.com").is_err());
+        assert!(
+            p.check_policy("Password1", "alice", "a@example.com")
+                .is_err()
+        );
+        assert!(
+            p.check_policy("qwertyuiop", "alice", "a@example.com")
+                .is_err()
+        );
+        assert!(
+            p.check_policy("alicealice", "alicealice", "a@example.com")
+                .is_err()
+        );
+        assert!(
+            p.check_policy(&"x".repeat(MAX_LENGTH + 1), "alice", "a@example.com")
+                .is_err()
+        );
+        assert!(
+            p.check_policy("plum tree at dawn", "alice", "a@example.com")
+                .is_ok()
+        );
+    }
+}

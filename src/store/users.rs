@@ -1,0 +1,176 @@
+//! The `users` table.
+
+use sqlx::{AnyConnection, FromRow};
+
+#[derive(Clone, FromRow)]
+pub struct UserRow {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub email_verified: i64,
+    pub display_name: String,
+    pub password_hash: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl UserRow {
+    pub fn email_verified(&self) -> bool {
+        self.email_verified != 0
+    }
+}
+
+impl std::fmt::Debug for UserRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRow")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("email_verified", &self.email_verified)
+            .finish_non_exhaustive()
+    }
+}
+
+const COLUMNS: &str =
+    "id, username, email, email_verified, display_name, password_hash, created_at, updated_at";
+
+/// The case-folded form uniqueness is checked on.
+pub fn fold(s: &str) -> String {
+    s.trim().to_lowercase()
+}
+
+pub struct NewUser<'a> {
+    pub id: &'a str,
+    pub username: &'a str,
+    pub email: &'a str,
+    pub email_verified: bool,
+    pub display_name: &'a str,
+    pub password_hash: Option<&'a str>,
+    pub now: i64,
+}
+
+/// Inserts a user; a unique violation names `users_username_key` or `users_email_key`.
+pub async fn insert(conn: &mut AnyConnection, user: &NewUser<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO users (id, username, username_key, email, email_key, email_verified, \
+         display_name, password_hash, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+    )
+    .bind(user.id)
+    .bind(user.username)
+    .bind(fold(user.username))
+    .bind(user.email)
+    .bind(fold(user.email))
+    .bind(i64::from(user.email_verified))
+    .bind(user.display_name)
+    .bind(user.password_hash)
+    .bind(user.now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn by_id(conn: &mut AnyConnection, id: &str) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Finds a user by username or by email, case-insensitively.
+pub async fn by_login(
+    conn: &mut AnyConnection,
+    login: &str,
+) -> Result<Option<UserRow>, sqlx::Error> {
+    let key = fold(login);
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM users WHERE username_key = $1 OR email_key = $1 \
+         ORDER BY CASE WHEN username_key = $1 THEN 0 ELSE 1 END LIMIT 1"
+    ))
+    .bind(key)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn by_email(
+    conn: &mut AnyConnection,
+    email: &str,
+) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM users WHERE email_key = $1"))
+        .bind(fold(email))
+        .fetch_optional(conn)
+        .await
+}
+
+pub async fn list(conn: &mut AnyConnection, limit: i64) -> Result<Vec<UserRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM users ORDER BY created_at, id LIMIT $1"
+    ))
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn set_password(
+    conn: &mut AnyConnection,
+    id: &str,
+    hash: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+        .bind(hash)
+        .bind(now)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Marks the email verified only if it is still `email` (a link sent to an old address does
+/// not verify a new one). Returns whether it did.
+pub async fn verify_email(
+    conn: &mut AnyConnection,
+    id: &str,
+    email: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE users SET email_verified = 1, updated_at = $1 WHERE id = $2 AND email_key = $3",
+    )
+    .bind(now)
+    .bind(id)
+    .bind(fold(email))
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Updates the display name and email; a changed email becomes unverified.
+pub async fn update_profile(
+    conn: &mut AnyConnection,
+    id: &str,
+    display_name: &str,
+    email: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET display_name = $1, \
+         email_verified = CASE WHEN email_key = $3 THEN email_verified ELSE 0 END, \
+         email = $2, email_key = $3, updated_at = $4 WHERE id = $5",
+    )
+    .bind(display_name)
+    .bind(email)
+    .bind(fold(email))
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn delete(conn: &mut AnyConnection, id: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -1,0 +1,197 @@
+//! What every HTML page shares: rendering, the error page, security headers, form parsing.
+
+use std::time::Duration;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, RETRY_AFTER, X_FRAME_OPTIONS,
+};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use tower::ServiceBuilder;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::error::current_request_id;
+
+tokio::task_local! {
+    /// The issuer's path for the request being handled, so templates can build links.
+    pub static BASE_PATH: String;
+}
+
+/// The issuer's path ("" at the root) for links in pages.
+pub fn base_path() -> String {
+    BASE_PATH.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// Pages load nothing from elsewhere, run no script and may not be framed.
+pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
+                       base-uri 'none'; frame-ancestors 'none'";
+
+/// Adds the page headers: CSP, no framing, no referrer (reset links carry tokens in the
+/// URL), and no caching (pages hold CSRF tokens and personal data).
+pub fn with_page_headers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router.layer(
+        ServiceBuilder::new()
+            .layer(SetResponseHeaderLayer::overriding(
+                CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            ))
+            .layer(SetResponseHeaderLayer::overriding(
+                X_FRAME_OPTIONS,
+                HeaderValue::from_static("DENY"),
+            ))
+            .layer(SetResponseHeaderLayer::overriding(
+                REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ))
+            .layer(SetResponseHeaderLayer::if_not_present(
+                CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            )),
+    )
+}
+
+/// Renders a template into an HTML response.
+pub fn render(template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "template rendering failed");
+            PageError::internal("template").into_response()
+        }
+    }
+}
+
+/// A failure shown to a person as a page that says what happened in plain words.
+#[derive(Debug)]
+pub enum PageError {
+    BadRequest(String),
+    Csrf,
+    NotFound,
+    Forbidden(String),
+    Throttled(Duration),
+    Unavailable,
+    Internal,
+}
+
+impl PageError {
+    pub fn internal(what: &str) -> Self {
+        tracing::error!(what, "internal error");
+        Self::Internal
+    }
+}
+
+impl From<sqlx::Error> for PageError {
+    fn from(error: sqlx::Error) -> Self {
+        if crate::store::is_unavailable(&error) {
+            tracing::warn!(%error, "database unavailable");
+            Self::Unavailable
+        } else {
+            tracing::error!(%error, "database error");
+            Self::Internal
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "pages/error.html")]
+struct ErrorPage<'a> {
+    base: String,
+    title: &'a str,
+    message: &'a str,
+    request_id: String,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let minutes;
+        let (status, title, message): (StatusCode, &str, &str) = match &self {
+            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, "That didn't work", m.as_str()),
+            Self::Csrf => (
+                StatusCode::FORBIDDEN,
+                "Please try again",
+                "This form has expired or was not sent from this site. Go back, reload the page and submit it again.",
+            ),
+            Self::NotFound => (
+                StatusCode::NOT_FOUND,
+                "Page not found",
+                "There is nothing at this address.",
+            ),
+            Self::Forbidden(m) => (StatusCode::FORBIDDEN, "Not allowed", m.as_str()),
+            Self::Throttled(wait) => {
+                let m = wait.as_secs().div_ceil(60).max(1);
+                minutes = format!(
+                    "Too many attempts. For your security, please try again in {m} minute{}.",
+                    if m == 1 { "" } else { "s" }
+                );
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many attempts",
+                    minutes.as_str(),
+                )
+            }
+            Self::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "We can't reach our database right now. Please try again in a moment.",
+            ),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Something went wrong on our side. Please try again; if it keeps happening, quote the reference below.",
+            ),
+        };
+        let page = ErrorPage {
+            base: base_path(),
+            title,
+            message,
+            request_id: current_request_id(),
+        };
+        let mut response = (status, render(&page)).into_response();
+        match self {
+            Self::Throttled(wait) => {
+                let secs = wait.as_secs().max(1).to_string();
+                if let Ok(v) = HeaderValue::from_str(&secs) {
+                    response.headers_mut().insert(RETRY_AFTER, v);
+                }
+            }
+            Self::Unavailable => {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// A URL-encoded form; anything malformed becomes a friendly 400 page instead of axum's
+/// plain-text rejection.
+pub struct PageForm<T>(pub T);
+
+impl<T, S> FromRequest<S> for PageForm<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = PageError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Form::<T>::from_request(req, state).await {
+            Ok(axum::Form(value)) => Ok(Self(value)),
+            Err(rejection) => Err(match rejection {
+                FormRejection::BytesRejection(_) => {
+                    PageError::BadRequest("The form could not be read.".into())
+                }
+                _ => PageError::BadRequest(
+                    "The form was incomplete or malformed. Go back and try again.".into(),
+                ),
+            }),
+        }
+    }
+}

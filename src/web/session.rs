@@ -1,0 +1,373 @@
+//! Browser sessions: tower-sessions, stored in our own `sessions` table, behind a typed
+//! wrapper.
+//!
+//! Why not `tower-sessions-sqlx-store`: it needs a typed `SqlitePool`/`PgPool` (Tessera runs
+//! on `AnyPool`), stores the raw session id (a database reader could hijack sessions), and
+//! keeps the user opaque inside the record, so "list my sessions" and "sign out everywhere"
+//! would need a scan. Here the key is the SHA-256 of the cookie value and the user id, user
+//! agent and IP are copied into indexed columns on every save.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::session::{Id, Record};
+use tower_sessions::session_store::{self, SessionStore};
+use tower_sessions::{Expiry, Session, SessionManagerLayer};
+
+use crate::config::Config;
+use crate::crypto::secrets::{constant_time_eq, random_token, token_hash};
+use crate::state::AppState;
+use crate::store::{self, Store};
+use crate::web::pages::PageError;
+
+const USER_ID: &str = "user_id";
+const AUTH_TIME: &str = "auth_time";
+const AMR: &str = "amr";
+const CSRF: &str = "csrf";
+const USER_AGENT: &str = "ua";
+const IP: &str = "ip";
+const FLASH: &str = "flash";
+
+/// The tower-sessions store over the `sessions` table.
+#[derive(Debug, Clone)]
+pub struct DbSessionStore {
+    store: Store,
+}
+
+impl DbSessionStore {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> session_store::Error {
+    session_store::Error::Backend(e.to_string())
+}
+
+/// The stored key of a session: a hash of the cookie value.
+pub fn stored_id(id: &Id) -> String {
+    token_hash(&id.to_string())
+}
+
+#[async_trait]
+impl SessionStore for DbSessionStore {
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let text = |key: &str| {
+            record
+                .data
+                .get(key)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+        };
+        let data = serde_json::to_string(&record.data)
+            .map_err(|e| session_store::Error::Encode(e.to_string()))?;
+        let user_id = record.data.get(USER_ID).and_then(|v| v.as_str());
+        let id = stored_id(&record.id);
+        let mut tx = self.store.begin_write().await.map_err(backend)?;
+        store::sessions::upsert(
+            &mut tx,
+            &store::sessions::SaveSession {
+                id: &id,
+                user_id,
+                data: &data,
+                expires_at: record.expiry_date.unix_timestamp(),
+                user_agent: text(USER_AGENT),
+                ip: text(IP),
+                now: store::now_unix(),
+            },
+        )
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        let mut conn = self.store.read().await.map_err(backend)?;
+        let found = store::sessions::load(&mut conn, &stored_id(id), store::now_unix())
+            .await
+            .map_err(backend)?;
+        let Some((data, expires_at)) = found else {
+            return Ok(None);
+        };
+        Ok(Some(Record {
+            id: *id,
+            data: serde_json::from_str(&data)
+                .map_err(|e| session_store::Error::Decode(e.to_string()))?,
+            expiry_date: OffsetDateTime::from_unix_timestamp(expires_at).map_err(backend)?,
+        }))
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        let mut tx = self.store.begin_write().await.map_err(backend)?;
+        store::sessions::delete(&mut tx, &stored_id(id))
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+}
+
+/// The session middleware: cookie HttpOnly, SameSite=Lax, Secure for an https issuer, scoped
+/// to the issuer's path, expiring after `sessions.idle_timeout` of inactivity.
+pub fn layer(config: &Config, store: Store) -> SessionManagerLayer<DbSessionStore> {
+    let idle = time::Duration::seconds(
+        i64::try_from(config.sessions.idle_timeout.as_secs()).unwrap_or(i64::MAX),
+    );
+    let path = match config.base_path() {
+        p if p.is_empty() => "/".to_owned(),
+        p => p,
+    };
+    SessionManagerLayer::new(DbSessionStore::new(store))
+        .with_name(config.sessions.cookie_name.clone())
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(config.is_https())
+        .with_path(path)
+        .with_expiry(Expiry::OnInactivity(idle))
+}
+
+/// Who is signed in, and how.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignedIn {
+    pub user_id: String,
+    /// When the person authenticated (unix seconds): `auth_time` in ID tokens.
+    pub auth_time: i64,
+    /// How: `pwd`, later `fed` for an upstream provider (RFC 8176 values).
+    pub amr: Vec<String>,
+}
+
+/// Where a request comes from: the client IP (through `http.trusted_proxies`) and user agent.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: String,
+    pub user_agent: String,
+}
+
+impl<S> FromRequestParts<S> for ClientInfo
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        let ip = client_ip(peer, &forwarded, state.config.http.trusted_proxies);
+        let user_agent = parts
+            .headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .chars()
+            .take(256)
+            .collect();
+        Ok(Self {
+            ip: ip
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            user_agent,
+        })
+    }
+}
+
+/// The client address: the socket peer, or with `hops` trusted proxies in front, the address
+/// the outermost trusted proxy saw — the `hops`-th entry from the right of X-Forwarded-For.
+pub fn client_ip(peer: Option<IpAddr>, forwarded: &[&str], hops: usize) -> Option<IpAddr> {
+    if hops == 0 {
+        return peer;
+    }
+    forwarded
+        .len()
+        .checked_sub(hops)
+        .and_then(|i| forwarded.get(i))
+        .and_then(|s| s.parse().ok())
+        .or(peer)
+}
+
+/// The typed view of the browser session that page handlers use.
+pub struct WebSession {
+    session: Session,
+    absolute: Duration,
+}
+
+impl<S> FromRequestParts<S> for WebSession
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let session = Session::from_request_parts(parts, &())
+            .await
+            .map_err(|_| PageError::internal("session layer missing"))?;
+        Ok(Self {
+            session,
+            absolute: state.config.sessions.absolute_timeout,
+        })
+    }
+}
+
+fn session_error(e: tower_sessions::session::Error) -> PageError {
+    let text = e.to_string();
+    tracing::warn!(error = %text, "session store error");
+    PageError::Unavailable
+}
+
+impl WebSession {
+    /// The signed-in person, if any. A sign-in older than `sessions.absolute_timeout` is
+    /// ended here, however active the session has been.
+    pub async fn signed_in(&self) -> Result<Option<SignedIn>, PageError> {
+        let user_id: Option<String> = self.session.get(USER_ID).await.map_err(session_error)?;
+        let Some(user_id) = user_id else {
+            return Ok(None);
+        };
+        let auth_time: i64 = self
+            .session
+            .get(AUTH_TIME)
+            .await
+            .map_err(session_error)?
+            .unwrap_or(0);
+        let absolute = i64::try_from(self.absolute.as_secs()).unwrap_or(i64::MAX);
+        if store::now_unix().saturating_sub(auth_time) > absolute {
+            self.session.flush().await.map_err(session_error)?;
+            return Ok(None);
+        }
+        let amr: Vec<String> = self
+            .session
+            .get(AMR)
+            .await
+            .map_err(session_error)?
+            .unwrap_or_default();
+        Ok(Some(SignedIn {
+            user_id,
+            auth_time,
+            amr,
+        }))
+    }
+
+    /// Signs `user_id` in: a new session id (so a fixated id is worthless), the time and method
+    /// of authentication, the client, and a fresh CSRF token.
+    pub async fn sign_in(
+        &self,
+        user_id: &str,
+        method: &str,
+        client: &ClientInfo,
+    ) -> Result<(), PageError> {
+        self.session.cycle_id().await.map_err(session_error)?;
+        self.session
+            .insert(USER_ID, user_id)
+            .await
+            .map_err(session_error)?;
+        self.session
+            .insert(AUTH_TIME, store::now_unix())
+            .await
+            .map_err(session_error)?;
+        self.session
+            .insert(AMR, [method])
+            .await
+            .map_err(session_error)?;
+        self.session
+            .insert(USER_AGENT, &client.user_agent)
+            .await
+            .map_err(session_error)?;
+        self.session
+            .insert(IP, &client.ip)
+            .await
+            .map_err(session_error)?;
+        self.session
+            .insert(CSRF, random_token())
+            .await
+            .map_err(session_error)?;
+        Ok(())
+    }
+
+    /// Ends the session: the record is deleted and the cookie cleared.
+    pub async fn sign_out(&self) -> Result<(), PageError> {
+        self.session.flush().await.map_err(session_error)
+    }
+
+    /// The stored id of this session (to mark it in the list, or keep it when ending others).
+    pub fn stored_id(&self) -> Option<String> {
+        self.session.id().map(|id| stored_id(&id))
+    }
+
+    /// This session's CSRF token, created on first use.
+    pub async fn csrf_token(&self) -> Result<String, PageError> {
+        if let Some(token) = self
+            .session
+            .get::<String>(CSRF)
+            .await
+            .map_err(session_error)?
+        {
+            return Ok(token);
+        }
+        let token = random_token();
+        self.session
+            .insert(CSRF, &token)
+            .await
+            .map_err(session_error)?;
+        Ok(token)
+    }
+
+    /// Refuses a form whose `csrf_token` is not this session's (403).
+    pub async fn verify_csrf(&self, submitted: &str) -> Result<(), PageError> {
+        let expected: Option<String> = self.session.get(CSRF).await.map_err(session_error)?;
+        match expected {
+            Some(expected) if !submitted.is_empty() && constant_time_eq(&expected, submitted) => {
+                Ok(())
+            }
+            _ => Err(PageError::Csrf),
+        }
+    }
+
+    /// A one-time message for the next page.
+    pub async fn flash(&self, message: impl Into<String>) -> Result<(), PageError> {
+        self.session
+            .insert(FLASH, message.into())
+            .await
+            .map_err(session_error)
+    }
+
+    pub async fn take_flash(&self) -> Result<Option<String>, PageError> {
+        self.session.remove(FLASH).await.map_err(session_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_trusts_only_the_configured_number_of_proxies() {
+        let peer: Option<IpAddr> = "10.0.0.1".parse().ok();
+        let xff = ["6.6.6.6", "203.0.113.7"];
+        assert_eq!(client_ip(peer, &xff, 0), peer, "no proxies: the socket");
+        assert_eq!(
+            client_ip(peer, &xff, 1),
+            "203.0.113.7".parse().ok(),
+            "what our proxy saw"
+        );
+        assert_eq!(client_ip(peer, &xff, 2), "6.6.6.6".parse().ok());
+        assert_eq!(client_ip(peer, &xff, 3), peer, "fewer entries than proxies");
+        assert_eq!(client_ip(peer, &["garbage"], 1), peer);
+    }
+}

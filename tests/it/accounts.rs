@@ -1,0 +1,937 @@
+//! Local accounts and the hosted pages, driven over HTTP as a browser would.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{Backend, Browser, TestApp, TestDb, run_tessera, test_config};
+use crate::on_both_databases;
+
+on_both_databases!(
+    register_verify_sign_out_and_sign_in,
+    registration_refuses_duplicates_weak_passwords_and_bad_input,
+    forms_without_the_right_csrf_token_are_refused,
+    unknown_user_and_wrong_password_look_the_same,
+    sign_in_throttling_kicks_in_and_lifts,
+    password_reset_link_is_single_use_and_ends_every_session,
+    expired_links_are_refused,
+    account_page_changes_profile_and_password,
+    sessions_can_be_ended_one_by_one_or_everywhere,
+    a_sign_in_ends_after_the_absolute_timeout,
+    security_events_reach_the_audit_log,
+    cli_manages_users,
+);
+
+const PASSWORD: &str = "plum tree at dawn";
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+async fn register_verify_sign_out_and_sign_in(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let app = TestApp::start(&db).await;
+    let browser = app.browser();
+
+    let form = browser.get("/register").await;
+    assert_eq!(form.status, 200);
+    let cookie = form
+        .headers
+        .get("set-cookie")
+        .expect("a session cookie")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("Secure"),
+        "not Secure on an http issuer: {cookie}"
+    );
+
+    let done = browser
+        .register("alice", "Alice@Example.com", PASSWORD)
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(done.location(), "/account");
+    // Signing in (registration signs in) gives a new session id.
+    let after = done
+        .headers
+        .get("set-cookie")
+        .expect("session id rotated")
+        .to_str()
+        .unwrap();
+    assert_ne!(after.split(';').next(), cookie.split(';').next());
+
+    let account = browser.get("/account").await;
+    assert_eq!(account.status, 200);
+    assert!(
+        account.has("alice") && account.has("Alice@Example.com"),
+        "{}",
+        account.body
+    );
+    assert!(account.has("not verified"));
+    assert!(
+        account.has("verification link"),
+        "the flash message: {}",
+        account.body
+    );
+
+    // The link from the outbox shows a button; pressing it verifies, once.
+    let link = app
+        .link_in_email("alice@example.com", "/verify-email?token=")
+        .await;
+    let confirm = browser.get(&link).await;
+    assert_eq!(confirm.status, 200);
+    assert!(confirm.has("Verify email"));
+    let token = link.split("token=").nth(1).unwrap().to_owned();
+    let verified = browser
+        .post(
+            "/verify-email",
+            &[("token", &token), ("csrf_token", &confirm.csrf())],
+        )
+        .await;
+    assert_eq!(verified.status, 200, "{}", verified.body);
+    assert!(verified.has("Your email address is verified"));
+    let again = browser
+        .post(
+            "/verify-email",
+            &[("token", &token), ("csrf_token", &confirm.csrf())],
+        )
+        .await;
+    assert_eq!(again.status, 400);
+    assert!(again.has("already been used"), "{}", again.body);
+    assert_eq!(
+        browser.get(&link).await.status,
+        400,
+        "the used link's page says so too"
+    );
+    let account = browser.get("/account").await;
+    assert!(account.has(">verified<"), "{}", account.body);
+
+    // Sign out (POST with CSRF) and the account page is gone.
+    let out = browser.account_action("/logout", &[]).await;
+    assert_eq!(out.status, 303);
+    assert_eq!(out.location(), "/login");
+    let gone = browser.get("/account").await;
+    assert_eq!(gone.status, 303);
+    assert!(gone.location().starts_with("/login"));
+
+    // Sign in by username, and by email in another case.
+    let signed_in = browser.sign_in("ALICE", PASSWORD).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    assert_eq!(signed_in.location(), "/account");
+    let other = app.browser();
+    assert_eq!(
+        other.sign_in("alice@EXAMPLE.com", PASSWORD).await.status,
+        303
+    );
+    assert!(other.signed_in().await);
+
+    // return_to is honoured for local paths only.
+    let third = app.browser();
+    let token = third.get("/login?return_to=/account").await.csrf();
+    let to_local = third
+        .post(
+            "/login",
+            &[
+                ("username", "alice"),
+                ("password", PASSWORD),
+                ("return_to", "/account"),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(to_local.location(), "/account");
+    let fourth = app.browser();
+    let token = fourth.get("/login").await.csrf();
+    let to_evil = fourth
+        .post(
+            "/login",
+            &[
+                ("username", "alice"),
+                ("password", PASSWORD),
+                ("return_to", "//evil.example/x"),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(
+        to_evil.location(),
+        "/account",
+        "an open redirect was followed"
+    );
+    app.stop().await;
+}
+
+async fn registration_refuses_duplicates_weak_passwords_and_bad_input(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let app = TestApp::start(&db).await;
+    assert_eq!(
+        app.browser()
+            .register("bob", "bob@example.com", PASSWORD)
+            .await
+            .status,
+        303
+    );
+
+    let cases: &[(&str, &str, &str, u16, &str)] = &[
+        (
+            "BOB",
+            "other@example.com",
+            PASSWORD,
+            409,
+            "username is taken",
+        ),
+        ("bobby", "Bob@Example.COM", PASSWORD, 409, "already exists"),
+        (
+            "carol",
+            "carol@example.com",
+            "short",
+            400,
+            "at least 8 characters",
+        ),
+        (
+            "carol",
+            "carol@example.com",
+            "password123",
+            400,
+            "most common",
+        ),
+        (
+            "carolcarol",
+            "carol@example.com",
+            "carolcarol",
+            400,
+            "must not be your username",
+        ),
+        ("ca", "carol@example.com", PASSWORD, 400, "3 to 32"),
+        ("<script>", "carol@example.com", PASSWORD, 400, "3 to 32"),
+        ("carol", "not-an-email", PASSWORD, 400, "valid email"),
+    ];
+    for (username, email, password, status, message) in cases {
+        let browser = app.browser();
+        let page = browser.register(username, email, password).await;
+        assert_eq!(page.status, *status, "{username}/{email}: {}", page.body);
+        assert!(
+            page.has(message),
+            "{username}/{email}: expected {message:?} in {}",
+            page.body
+        );
+        // The form comes back filled in (except the password) and escaped.
+        assert!(!page.has("<script>\""), "user input rendered raw");
+        assert!(!browser.signed_in().await);
+    }
+    app.stop().await;
+
+    // Registration can be switched off.
+    let mut config = test_config(&db.url);
+    config.accounts.registration = false;
+    let app = TestApp::start_with(config, "").await;
+    assert_eq!(app.browser().get("/register").await.status, 403);
+    assert!(!app.browser().get("/login").await.has("Create an account"));
+    app.stop().await;
+}
+
+async fn forms_without_the_right_csrf_token_are_refused(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let app = TestApp::start(&db).await;
+    let browser = app.browser();
+    browser.get("/login").await;
+    let fields = [
+        ("username", "dave"),
+        ("email", "dave@example.com"),
+        ("password", PASSWORD),
+    ];
+    let missing = browser.post("/register", &fields).await;
+    assert_eq!(missing.status, 403);
+    assert!(missing.has("Please try again"));
+    let mut wrong = fields.to_vec();
+    wrong.push(("csrf_token", "forged"));
+    assert_eq!(browser.post("/register", &wrong).await.status, 403);
+    // Another browser's valid token is no good either.
+    let other = app.browser().get("/register").await.csrf();
+    let mut foreign = fields.to_vec();
+    foreign.push(("csrf_token", &other));
+    assert_eq!(browser.post("/register", &foreign).await.status, 403);
+    assert_eq!(browser.post("/logout", &[]).await.status, 403);
+    assert_eq!(
+        browser
+            .post("/login", &[("username", "x"), ("password", "y")])
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        browser
+            .post("/forgot-password", &[("email", "x@example.com")])
+            .await
+            .status,
+        403
+    );
+
+    // A malformed body is a friendly page, not a plain-text rejection.
+    let garbage = browser
+        .client
+        .post(format!("{}/login", app.issuer))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("%ZZ=%%%")
+        .send()
+        .await
+        .unwrap();
+    assert!(garbage.status().is_client_error());
+    assert!(
+        garbage.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    app.stop().await;
+}
+
+async fn unknown_user_and_wrong_password_look_the_same(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let app = TestApp::start(&db).await;
+    app.browser()
+        .register("erin", "erin@example.com", PASSWORD)
+        .await;
+    let wrong = app.browser().sign_in("erin", "not the password").await;
+    let unknown = app
+        .browser()
+        .sign_in("nobody-here", "not the password")
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(unknown.status, 401);
+    let message = "Incorrect username or password.";
+    assert!(wrong.has(message) && unknown.has(message));
+    let strip =
+        |p: &crate::helpers::Page| p.body.replace(&p.csrf(), "").replace("nobody-here", "erin");
+    assert_eq!(
+        strip(&wrong),
+        strip(&unknown),
+        "the two pages differ beyond the echoed username"
+    );
+    app.stop().await;
+}
+
+async fn sign_in_throttling_kicks_in_and_lifts(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let mut config = test_config(&db.url);
+    config.throttle.login_failures_per_account = 3;
+    config.throttle.window = Duration::from_secs(2);
+    let app = TestApp::start_with(config, "").await;
+    app.browser()
+        .register("frank", "frank@example.com", PASSWORD)
+        .await;
+
+    let attacker = app.browser();
+    for _ in 0..3 {
+        assert_eq!(attacker.sign_in("frank", "guess").await.status, 401);
+    }
+    let blocked = attacker.sign_in("frank", "guess").await;
+    assert_eq!(blocked.status, 429);
+    assert!(blocked.has("Too many attempts"), "{}", blocked.body);
+    assert!(blocked.has("try again in 1 minute"));
+    let retry: u64 = blocked.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    // The right password is refused too while the account is throttled, from anywhere.
+    assert_eq!(app.browser().sign_in("frank", PASSWORD).await.status, 429);
+    // Other accounts are not affected.
+    app.browser()
+        .register("grace", "grace@example.com", PASSWORD)
+        .await;
+    assert_eq!(app.browser().sign_in("grace", PASSWORD).await.status, 303);
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        app.browser().sign_in("frank", PASSWORD).await.status,
+        303,
+        "the limit lifted"
+    );
+    app.stop().await;
+}
+
+async fn password_reset_link_is_single_use_and_ends_every_session(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let app = TestApp::start(&db).await;
+    let laptop = app.browser();
+    laptop
+        .register("heidi", "heidi@example.com", PASSWORD)
+        .await;
+    assert!(laptop.signed_in().await);
+
+    // The same page for an unknown address, and no email.
+    let person = app.browser();
+    let unknown = person
+        .submit(
+            "/forgot-password",
+            "/forgot-password",
+            &[("email", "nobody@example.com")],
+        )
+        .await;
+    assert_eq!(unknown.status, 200);
+    assert!(unknown.has("If an account exists"));
+    let known = person
+        .submit(
+            "/forgot-password",
+            "/forgot-password",
+            &[("email", "HEIDI@example.com")],
+        )
+        .await;
+    assert_eq!(known.status, 200);
+    assert_eq!(
+        unknown.body, known.body,
+        "the answer reveals whether the address has an account"
+    );
+    let link = app
+        .link_in_email("heidi@example.com", "/reset-password?token=")
+        .await;
+    assert_eq!(app.emails_to("nobody@example.com"), 0);
+
+    let form = person.get(&link).await;
+    assert_eq!(form.status, 200);
+    assert!(form.has("Set new password"));
+    let token = link.split("token=").nth(1).unwrap().to_owned();
+    // A weak password is refused without spending the link.
+    let weak = person
+        .post(
+            "/reset-password",
+            &[
+                ("token", &token),
+                ("password", "12345678"),
+                ("csrf_token", &form.csrf()),
+            ],
+        )
+        .await;
+    assert_eq!(weak.status, 400);
+    let new_password = "violet kite over harbor";
+    let done = person
+        .post(
+            "/reset-password",
+            &[
+                ("token", &token),
+                ("password", new_password),
+                ("csrf_token", &form.csrf()),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(done.location(), "/login");
+    assert!(
+        person
+            .get("/login")
+            .await
+            .has("Your password has been changed")
+    );
+
+    assert!(!laptop.signed_in().await, "a reset ends the other sessions");
+    assert_eq!(
+        app.browser().sign_in("heidi", PASSWORD).await.status,
+        401,
+        "the old password"
+    );
+    assert_eq!(
+        app.browser().sign_in("heidi", new_password).await.status,
+        303,
+        "the new password"
+    );
+
+    let used_page = person.get(&link).await;
+    assert_eq!(used_page.status, 400);
+    assert!(used_page.has("already been used"));
+    // The reset ended this browser's session too, so take a fresh CSRF token.
+    let fresh = person.get("/forgot-password").await.csrf();
+    let reused = person
+        .post(
+            "/reset-password",
+            &[
+                ("token", &token),
+                ("password", "another fine password"),
+                ("csrf_token", &fresh),
+            ],
+        )
+        .await;
+    assert_eq!(reused.status, 400);
+    assert!(reused.has("already been used"));
+    app.stop().await;
+}
+
+async fn expired_links_are_refused(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let mut config = test_config(&db.url);
+    config.accounts.reset_ttl = Duration::from_secs(1);
+    config.accounts.verification_ttl = Duration::from_secs(1);
+    let app = TestApp::start_with(config, "").await;
+    let browser = app.browser();
+    browser.register("ivan", "ivan@example.com", PASSWORD).await;
+    let verify = app
+        .link_in_email("ivan@example.com", "/verify-email?token=")
+        .await;
+    browser
+        .submit(
+            "/forgot-password",
+            "/forgot-password",
+            &[("email", "ivan@example.com")],
+        )
+        .await;
+    let reset = app
+        .link_in_email("ivan@example.com", "/reset-password?token=")
+        .await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for link in [verify, reset] {
+        let page = browser.get(&link).await;
+        assert_eq!(page.status, 400, "{link}");
+        assert!(page.has("expired"), "{}", page.body);
+    }
+    let bogus = browser.get("/reset-password?token=not-a-real-token").await;
+    assert_eq!(bogus.status, 400);
+    assert!(bogus.has("not valid"));
+    app.stop().await;
+}
+
+async fn account_page_changes_profile_and_password(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let app = TestApp::start(&db).await;
+    let browser = app.browser();
+    browser.register("judy", "judy@example.com", PASSWORD).await;
+    let link = app
+        .link_in_email("judy@example.com", "/verify-email?token=")
+        .await;
+    let confirm = browser.get(&link).await;
+    let token = link.split("token=").nth(1).unwrap().to_owned();
+    browser
+        .post(
+            "/verify-email",
+            &[("token", &token), ("csrf_token", &confirm.csrf())],
+        )
+        .await;
+    app.browser()
+        .register("mallory", "mallory@example.com", PASSWORD)
+        .await;
+
+    // A changed email is unverified and gets its own link; a taken one is refused.
+    let taken = browser
+        .account_action(
+            "/account/profile",
+            &[("name", "Judy"), ("email", "MALLORY@example.com")],
+        )
+        .await;
+    assert_eq!(taken.status, 409);
+    let saved = browser
+        .account_action(
+            "/account/profile",
+            &[("name", "Judy <b>J</b>"), ("email", "judy@new.example")],
+        )
+        .await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let account = browser.get("/account").await;
+    assert!(
+        account.has("judy@new.example") && account.has("not verified"),
+        "{}",
+        account.body
+    );
+    assert!(
+        account.has("Judy &lt;b&gt;J&lt;/b&gt;") || account.has("Judy &#60;b&#62;J&#60;/b&#62;"),
+        "name escaped: {}",
+        account.body
+    );
+    let new_link = app
+        .link_in_email("judy@new.example", "/verify-email?token=")
+        .await;
+    // The old address's link no longer verifies anything.
+    let old = browser.get(&link).await;
+    assert_eq!(old.status, 400);
+    let confirm = browser.get(&new_link).await;
+    let token = new_link.split("token=").nth(1).unwrap().to_owned();
+    let ok = browser
+        .post(
+            "/verify-email",
+            &[("token", &token), ("csrf_token", &confirm.csrf())],
+        )
+        .await;
+    assert!(ok.has("Your email address is verified"));
+
+    // Changing the password needs the current one, and signs out other sessions only.
+    let phone = app.browser();
+    assert_eq!(phone.sign_in("judy", PASSWORD).await.status, 303);
+    let wrong = browser
+        .account_action(
+            "/account/password",
+            &[
+                ("current_password", "nope"),
+                ("new_password", "a brand new passphrase"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, 400);
+    assert!(wrong.has("current password is not correct"));
+    let weak = browser
+        .account_action(
+            "/account/password",
+            &[("current_password", PASSWORD), ("new_password", "judy")],
+        )
+        .await;
+    assert_eq!(weak.status, 400);
+    let changed = browser
+        .account_action(
+            "/account/password",
+            &[
+                ("current_password", PASSWORD),
+                ("new_password", "a brand new passphrase"),
+            ],
+        )
+        .await;
+    assert_eq!(changed.status, 303);
+    assert!(browser.signed_in().await, "this session stays");
+    assert!(!phone.signed_in().await, "the other session ended");
+    assert_eq!(
+        app.browser()
+            .sign_in("judy", "a brand new passphrase")
+            .await
+            .status,
+        303
+    );
+    app.stop().await;
+}
+
+async fn sessions_can_be_ended_one_by_one_or_everywhere(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let app = TestApp::start(&db).await;
+    let laptop = app.browser();
+    laptop.register("ken", "ken@example.com", PASSWORD).await;
+    let phone = app.browser();
+    phone.sign_in("ken", PASSWORD).await;
+    let tablet = app.browser();
+    tablet.sign_in("ken", PASSWORD).await;
+
+    let account = laptop.get("/account").await;
+    let sessions = account.sessions();
+    assert_eq!(sessions.len(), 3, "three sessions listed");
+    assert_eq!(
+        sessions.iter().filter(|(_, current)| *current).count(),
+        1,
+        "one marked as this device"
+    );
+
+    let ended = laptop
+        .account_action(
+            "/account/sessions/end",
+            &[("session", &account.other_session())],
+        )
+        .await;
+    assert_eq!(ended.status, 303);
+    assert!(laptop.signed_in().await);
+    let still = [phone.signed_in().await, tablet.signed_in().await];
+    assert_eq!(
+        still.iter().filter(|s| **s).count(),
+        1,
+        "exactly one other session ended: {still:?}"
+    );
+
+    // Another person's session id cannot be ended from this account.
+    let stranger = app.browser();
+    stranger.register("leo", "leo@example.com", PASSWORD).await;
+    let foreign = stranger.get("/account").await;
+    let foreign_id = foreign.sessions()[0].0.clone();
+    let refused = laptop
+        .account_action("/account/sessions/end", &[("session", &foreign_id)])
+        .await;
+    assert_eq!(refused.status, 303);
+    assert!(stranger.signed_in().await);
+
+    let everywhere = laptop
+        .account_action("/account/sessions/end-all", &[])
+        .await;
+    assert_eq!(everywhere.status, 303);
+    assert_eq!(everywhere.location(), "/login");
+    assert!(!laptop.signed_in().await && !phone.signed_in().await && !tablet.signed_in().await);
+    assert!(stranger.signed_in().await);
+    app.stop().await;
+}
+
+async fn a_sign_in_ends_after_the_absolute_timeout(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let mut config = test_config(&db.url);
+    config.sessions.absolute_timeout = Duration::from_secs(1);
+    let app = TestApp::start_with(config, "").await;
+    let browser = app.browser();
+    browser.register("mia", "mia@example.com", PASSWORD).await;
+    assert!(browser.signed_in().await);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(
+        !browser.signed_in().await,
+        "still signed in after the absolute timeout"
+    );
+    app.stop().await;
+}
+
+async fn security_events_reach_the_audit_log(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let mut config = test_config(&db.url);
+    config.throttle.login_failures_per_account = 1;
+    let app = TestApp::start_with(config, "").await;
+    let browser = app.browser();
+    browser.register("nina", "nina@example.com", PASSWORD).await;
+    let link = app
+        .link_in_email("nina@example.com", "/verify-email?token=")
+        .await;
+    let confirm = browser.get(&link).await;
+    let token = link.split("token=").nth(1).unwrap().to_owned();
+    browser
+        .post(
+            "/verify-email",
+            &[("token", &token), ("csrf_token", &confirm.csrf())],
+        )
+        .await;
+    browser.account_action("/logout", &[]).await;
+    browser.sign_in("nina", PASSWORD).await;
+    let other = app.browser();
+    other.sign_in("nina", PASSWORD).await;
+    let account = browser.get("/account").await;
+    browser
+        .account_action(
+            "/account/sessions/end",
+            &[("session", &account.other_session())],
+        )
+        .await;
+    browser
+        .account_action(
+            "/account/password",
+            &[
+                ("current_password", PASSWORD),
+                ("new_password", "a brand new passphrase"),
+            ],
+        )
+        .await;
+    app.browser().sign_in("nina", "wrong").await;
+    app.browser().sign_in("nina", "wrong").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_tessera(
+        &["audit", "tail", "-n", "100", "--json"],
+        &[("TESSERA_DATABASE_URL", &db.url)],
+        dir.path(),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "registered",
+        "verification_sent",
+        "email_verified",
+        "signed_out",
+        "signed_in",
+        "session_revoked",
+        "password_changed",
+        "sign_in_failed",
+        "sign_in_throttled",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    let signed_in = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "signed_in")
+        .unwrap();
+    assert_eq!(signed_in["ip"], "127.0.0.1");
+    assert!(signed_in["user_id"].is_string());
+    let text = run_tessera(
+        &["audit", "tail"],
+        &[("TESSERA_DATABASE_URL", &db.url)],
+        dir.path(),
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&text.stdout).contains("signed_in"));
+    app.stop().await;
+}
+
+async fn cli_manages_users(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("TESSERA_DATABASE_URL", db.url.as_str())];
+    let create = |username: &'static str, email: &'static str, password: &'static str| {
+        let url = db.url.clone();
+        let cwd = dir.path().to_owned();
+        async move {
+            let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+                .args([
+                    "user",
+                    "create",
+                    "--username",
+                    username,
+                    "--email",
+                    email,
+                    "--email-verified",
+                    "--password-stdin",
+                    "--json",
+                ])
+                .env("TESSERA_DATABASE_URL", url)
+                .current_dir(cwd)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use tokio::io::AsyncWriteExt;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin
+                .write_all(format!("{password}\n").as_bytes())
+                .await
+                .unwrap();
+            drop(stdin);
+            child.wait_with_output().await.unwrap()
+        }
+    };
+    let out = create("oscar", "oscar@example.com", PASSWORD).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(created["username"], "oscar");
+    assert_eq!(created["email_verified"], true);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(PASSWORD));
+
+    let dup = create("OSCAR", "other@example.com", PASSWORD).await;
+    assert_eq!(dup.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&dup.stderr).trim().lines().count(),
+        1
+    );
+    let weak = create("pat", "pat@example.com", "password").await;
+    assert_eq!(weak.status.code(), Some(1));
+
+    let list = run_tessera(&["user", "list", "--json"], &env, dir.path()).await;
+    let users: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(users.as_array().unwrap().len(), 1);
+    let show = run_tessera(
+        &["user", "show", "Oscar@Example.com", "--json"],
+        &env,
+        dir.path(),
+    )
+    .await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&show.stdout).unwrap()["id"],
+        created["id"]
+    );
+
+    // The account works on the pages.
+    let mut config = test_config(&db.url);
+    config.keys.prepublish = Duration::ZERO;
+    let app = TestApp::start_with(config, "").await;
+    let browser = Browser::new(&app.issuer);
+    assert_eq!(browser.sign_in("oscar", PASSWORD).await.status, 303);
+    assert!(browser.get("/account").await.has(">verified<"));
+    app.stop().await;
+
+    let delete = run_tessera(&["user", "delete", "oscar", "--json"], &env, dir.path()).await;
+    assert!(delete.status.success());
+    let missing = run_tessera(&["user", "show", "oscar"], &env, dir.path()).await;
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+/// Pages carry the security headers the design requires.
+#[tokio::test]
+async fn pages_send_security_headers() {
+    let db = TestDb::new(&Backend::Sqlite).await;
+    let app = TestApp::start(&db).await;
+    for path in [
+        "/login",
+        "/register",
+        "/forgot-password",
+        "/reset-password?token=x",
+    ] {
+        let page = app.browser().get(path).await;
+        let csp = page.headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(csp.contains("default-src 'none'"));
+        assert_eq!(page.headers["x-content-type-options"], "nosniff");
+        assert_eq!(page.headers["referrer-policy"], "no-referrer");
+        assert_eq!(page.headers["x-frame-options"], "DENY");
+        assert_eq!(page.headers["cache-control"], "no-store");
+    }
+    let css = app.browser().get("/static/tessera.css").await;
+    assert_eq!(css.status, 200);
+    assert!(
+        css.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+    app.stop().await;
+}
+
+/// The Redis limiter, against the real Redis: two replicas share their counters.
+#[tokio::test]
+async fn redis_limiter_shares_counts_between_replicas() {
+    let Ok(redis_url) = std::env::var("TESSERA_TEST_REDIS_URL") else {
+        eprintln!("TESSERA_TEST_REDIS_URL is not set: Redis case skipped");
+        return;
+    };
+    let db = TestDb::new(&Backend::Sqlite).await;
+    let mut config = test_config(&db.url);
+    config.redis_url = redis_url;
+    config.throttle.login_failures_per_account = 2;
+    config.throttle.window = Duration::from_secs(3);
+    let a = TestApp::start_with(config.clone(), "").await;
+    let b = TestApp::start_with(config, "").await;
+    let user = unique("redis");
+    a.browser()
+        .register(&user, &format!("{user}@example.com"), PASSWORD)
+        .await;
+    assert_eq!(a.browser().sign_in(&user, "wrong").await.status, 401);
+    assert_eq!(b.browser().sign_in(&user, "wrong").await.status, 401);
+    assert_eq!(
+        a.browser().sign_in(&user, PASSWORD).await.status,
+        429,
+        "replica a saw b's failure"
+    );
+    assert_eq!(b.browser().sign_in(&user, PASSWORD).await.status, 429);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(b.browser().sign_in(&user, PASSWORD).await.status, 303);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// With Redis configured but down, throttling falls back to local counters: no outage.
+#[tokio::test]
+async fn an_unreachable_redis_does_not_stop_sign_in() {
+    let db = TestDb::new(&Backend::Sqlite).await;
+    let mut config = test_config(&db.url);
+    config.redis_url = "redis://127.0.0.1:1/".into();
+    config.throttle.login_failures_per_account = 2;
+    let app = TestApp::start_with(config, "").await;
+    app.browser()
+        .register("quinn", "quinn@example.com", PASSWORD)
+        .await;
+    assert_eq!(app.browser().sign_in("quinn", PASSWORD).await.status, 303);
+    app.browser().sign_in("quinn", "wrong").await;
+    app.browser().sign_in("quinn", "wrong").await;
+    assert_eq!(
+        app.browser().sign_in("quinn", PASSWORD).await.status,
+        429,
+        "local counters still throttle"
+    );
+    app.stop().await;
+}
