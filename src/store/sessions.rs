@@ -40,6 +40,27 @@ pub async fn upsert(conn: &mut AnyConnection, s: &SaveSession<'_>) -> Result<(),
     Ok(())
 }
 
+/// Inserts a new session; `false` when the id is already taken (the caller draws another).
+pub async fn insert_new(
+    conn: &mut AnyConnection,
+    s: &SaveSession<'_>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO sessions (id, user_id, data, created_at, updated_at, expires_at, user_agent, ip) \
+         VALUES ($1, $2, $3, $4, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(s.id)
+    .bind(s.user_id)
+    .bind(s.data)
+    .bind(s.now)
+    .bind(s.expires_at)
+    .bind(s.user_agent)
+    .bind(s.ip)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// The data of a live session.
 pub async fn load(
     conn: &mut AnyConnection,

@@ -55,9 +55,9 @@ pub fn stored_id(id: &Id) -> String {
     token_hash(&id.to_string())
 }
 
-#[async_trait]
-impl SessionStore for DbSessionStore {
-    async fn save(&self, record: &Record) -> session_store::Result<()> {
+impl DbSessionStore {
+    /// Writes `record`: a plain insert that fails on a taken id when `new`, an upsert otherwise.
+    async fn write(&self, record: &Record, new: bool) -> session_store::Result<bool> {
         let text = |key: &str| {
             record
                 .data
@@ -67,24 +67,45 @@ impl SessionStore for DbSessionStore {
         };
         let data = serde_json::to_string(&record.data)
             .map_err(|e| session_store::Error::Encode(e.to_string()))?;
-        let user_id = record.data.get(USER_ID).and_then(|v| v.as_str());
         let id = stored_id(&record.id);
+        let row = store::sessions::SaveSession {
+            id: &id,
+            user_id: record.data.get(USER_ID).and_then(|v| v.as_str()),
+            data: &data,
+            expires_at: record.expiry_date.unix_timestamp(),
+            user_agent: text(USER_AGENT),
+            ip: text(IP),
+            now: store::now_unix(),
+        };
         let mut tx = self.store.begin_write().await.map_err(backend)?;
-        store::sessions::upsert(
-            &mut tx,
-            &store::sessions::SaveSession {
-                id: &id,
-                user_id,
-                data: &data,
-                expires_at: record.expiry_date.unix_timestamp(),
-                user_agent: text(USER_AGENT),
-                ip: text(IP),
-                now: store::now_unix(),
-            },
-        )
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        let written = if new {
+            store::sessions::insert_new(&mut tx, &row)
+                .await
+                .map_err(backend)?
+        } else {
+            store::sessions::upsert(&mut tx, &row)
+                .await
+                .map_err(backend)?;
+            true
+        };
+        tx.commit().await.map_err(backend)?;
+        Ok(written)
+    }
+}
+
+#[async_trait]
+impl SessionStore for DbSessionStore {
+    /// A new session: draw ids until one is free (a collision of 128-bit random ids is
+    /// astronomically unlikely, but the insert must not overwrite someone else's session).
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        while !self.write(record, true).await? {
+            record.id = Id::default();
+        }
+        Ok(())
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        self.write(record, false).await.map(drop)
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
