@@ -100,7 +100,16 @@ pub fn internal_error() -> Response {
         .into_response()
 }
 
-/// The fallback for paths no route serves.
-pub async fn not_found() -> AppError {
-    AppError::NotFound
+/// The fallback for paths no route serves: a page for a browser (it asks for HTML), an
+/// OAuth-style JSON error for everyone else.
+pub async fn not_found(headers: axum::http::HeaderMap) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if wants_html {
+        crate::web::pages::PageError::NotFound.into_response()
+    } else {
+        AppError::NotFound.into_response()
+    }
 }

@@ -935,3 +935,211 @@ async fn an_unreachable_redis_does_not_stop_sign_in() {
     );
     app.stop().await;
 }
+
+/// A browser that wanders off gets a page, not JSON; an API client still gets JSON.
+#[tokio::test]
+async fn unknown_paths_answer_browsers_with_a_page() {
+    let db = TestDb::new(&Backend::Sqlite).await;
+    let app = TestApp::start(&db).await;
+    let page = app
+        .client
+        .get(app.url("/no/such/page"))
+        .header("accept", "text/html,*/*")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 404);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.text().await.unwrap().contains("Page not found"));
+    let api = app
+        .client
+        .get(app.url("/no/such/page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 404);
+    assert_eq!(api.json::<Value>().await.unwrap()["error"], "not_found");
+    app.stop().await;
+}
+
+/// With an https issuer the session cookie is Secure (TLS is terminated in front of Tessera).
+#[tokio::test]
+async fn session_cookies_are_secure_under_an_https_issuer() {
+    let db = TestDb::new(&Backend::Sqlite).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = test_config(&db.url);
+    config.issuer = "https://id.example.test".into();
+    let outbox = tempfile::tempdir().unwrap();
+    config.mail.outbox = outbox.path().display().to_string();
+    let app = tessera::Application::with_listener(config, listener)
+        .await
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    let task = tokio::spawn(app.run_until(async move { token.cancelled().await }));
+    let response = reqwest::get(format!("http://{addr}/login")).await.unwrap();
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        cookie.contains("Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// Every account flow, run against the real binary with debug logging: the log never holds a
+/// password, a link token, a session cookie or a CSRF token.
+#[tokio::test]
+async fn logs_hold_no_passwords_tokens_or_cookies() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let log_path = dir.path().join("tessera.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .current_dir(dir.path())
+        .env("TESSERA_BIND", format!("127.0.0.1:{port}"))
+        .env("TESSERA_ISSUER", &issuer)
+        .env(
+            "TESSERA_DATABASE_URL",
+            format!("sqlite://{}/t.db", dir.path().display()),
+        )
+        .env("TESSERA_MAIL__OUTBOX", dir.path().join("outbox"))
+        .env("RUST_LOG", "debug")
+        .env_remove("TESSERA_LOG_FORMAT")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let browser = Browser::new(&issuer);
+    let up = crate::helpers::eventually(Duration::from_secs(30), || async {
+        reqwest::get(format!("{issuer}/healthz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(up, "tessera did not start");
+
+    let mut secrets: Vec<String> = vec![PASSWORD.into(), "violet kite over harbor".into()];
+    let registered = browser.register("rita", "rita@example.com", PASSWORD).await;
+    secrets.extend(cookie_values(&registered));
+    let account = browser.get("/account").await;
+    secrets.push(account.csrf());
+    let outbox = dir.path().join("outbox");
+    let verify = wait_for_link(&outbox, "/verify-email?token=").await;
+    let verify_token = verify.split("token=").nth(1).unwrap().to_owned();
+    let confirm = browser.get(&verify).await;
+    browser
+        .post(
+            "/verify-email",
+            &[("token", &verify_token), ("csrf_token", &confirm.csrf())],
+        )
+        .await;
+    browser.account_action("/logout", &[]).await;
+    browser.sign_in("rita", "wrong password here").await;
+    let signed_in = browser.sign_in("rita", PASSWORD).await;
+    secrets.extend(cookie_values(&signed_in));
+    browser
+        .submit(
+            "/forgot-password",
+            "/forgot-password",
+            &[("email", "rita@example.com")],
+        )
+        .await;
+    let reset = wait_for_link(&outbox, "/reset-password?token=").await;
+    let reset_token = reset.split("token=").nth(1).unwrap().to_owned();
+    let form = browser.get(&reset).await;
+    let done = browser
+        .post(
+            "/reset-password",
+            &[
+                ("token", &reset_token),
+                ("password", "violet kite over harbor"),
+                ("csrf_token", &form.csrf()),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 303);
+    secrets.push(verify_token);
+    secrets.push(reset_token);
+
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logged.contains("DEBUG"), "debug logging was on");
+    assert!(logged.contains("/reset-password"), "the flows were logged");
+    for secret in secrets.iter().filter(|s| s.len() >= 8) {
+        assert!(
+            !logged.contains(secret.as_str()),
+            "the log contains a secret: {secret}"
+        );
+    }
+    assert!(
+        !logged.contains("token="),
+        "a link with its token was logged"
+    );
+    assert!(!logged.contains("$argon2"), "a password hash was logged");
+}
+
+fn cookie_values(page: &crate::helpers::Page) -> Vec<String> {
+    page.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|c| {
+            c.split(';')
+                .next()?
+                .split_once('=')
+                .map(|(_, v)| v.to_owned())
+        })
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+async fn wait_for_link(outbox: &std::path::Path, path: &str) -> String {
+    for _ in 0..100 {
+        let mut newest: Option<(std::time::SystemTime, String)> = None;
+        for entry in std::fs::read_dir(outbox).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(entry.path())
+                .unwrap_or_default()
+                .replace("=\r\n", "")
+                .replace("=3D", "=");
+            let modified = entry.metadata().unwrap().modified().unwrap();
+            if let Some(start) = text.find(path) {
+                let rest = &text[start..];
+                let end = rest
+                    .find(|c: char| c.is_whitespace() || c == '"' || c == '<')
+                    .unwrap_or(rest.len());
+                if newest.as_ref().is_none_or(|(t, _)| modified > *t) {
+                    newest = Some((modified, rest[..end].to_owned()));
+                }
+            }
+        }
+        if let Some((_, link)) = newest {
+            return link;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no email with {path}");
+}
