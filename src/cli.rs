@@ -46,6 +46,68 @@ pub enum Command {
     /// Read the security audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Manage OAuth clients (relying parties and services).
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client; prints its id and (for a confidential client) its secret, once.
+    Create(ClientCreate),
+    /// List clients.
+    List(Output),
+    /// Show one client.
+    Show {
+        client_id: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Delete a client (its codes, tokens and consents go with it).
+    Delete {
+        client_id: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Give a confidential client a new secret; the old one stops working at once.
+    RotateSecret {
+        client_id: String,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ClientCreate {
+    /// The name people see on the consent page.
+    #[arg(long)]
+    pub name: String,
+    /// A redirect URI, matched exactly (repeat for several).
+    #[arg(long = "redirect-uri", value_name = "URI")]
+    pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may return to (repeat for several).
+    #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// A public client (no secret; PKCE required), e.g. a single-page or native app.
+    #[arg(long)]
+    pub public: bool,
+    /// authorization_code, refresh_token, client_credentials (repeat; default: the first two).
+    #[arg(long = "grant-type", value_name = "TYPE")]
+    pub grant_types: Vec<String>,
+    /// Allowed scopes (repeat; default: openid profile email offline_access).
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+    /// client_secret_basic (default) or client_secret_post; public clients use none.
+    #[arg(long)]
+    pub auth_method: Option<String>,
+    /// A first-party app: no consent page.
+    #[arg(long)]
+    pub skip_consent: bool,
+    /// Choose the client id (default: random).
+    #[arg(long)]
+    pub client_id: Option<String>,
+    #[command(flatten)]
+    pub out: Output,
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +234,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Command::Audit(AuditCommand::Tail { lines, out }) => {
                 audit_tail(config, lines, out).await
             }
+            Command::Client(command) => client(config, command).await,
         }
     })
 }
@@ -506,6 +569,198 @@ async fn audit_tail(config: Config, lines: i64, out: Output) -> Result<(), Failu
                 if r.ip.is_empty() { "-" } else { &r.ip },
                 r.detail
             );
+        }
+    }
+    Ok(())
+}
+
+/// A client as the CLI shows it (the secret only right after it was made).
+#[derive(Serialize)]
+struct ClientView {
+    client_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_secret: Option<String>,
+    name: String,
+    public: bool,
+    token_endpoint_auth_method: String,
+    redirect_uris: Vec<String>,
+    post_logout_redirect_uris: Vec<String>,
+    grant_types: Vec<String>,
+    scopes: Vec<String>,
+    skip_consent: bool,
+    created_at: String,
+}
+
+impl ClientView {
+    fn of(c: &store::clients::Client, secret: Option<String>) -> Self {
+        Self {
+            client_id: c.id.clone(),
+            client_secret: secret,
+            name: c.name.clone(),
+            public: c.public,
+            token_endpoint_auth_method: c.auth_method.clone(),
+            redirect_uris: c.redirect_uris.clone(),
+            post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
+            grant_types: c.grant_types.clone(),
+            scopes: c.scopes.clone(),
+            skip_consent: c.skip_consent,
+            created_at: rfc3339(c.created_at),
+        }
+    }
+
+    fn print(&self, json: bool) {
+        if json {
+            print_json(self);
+            return;
+        }
+        println!("client_id:     {}", self.client_id);
+        if let Some(secret) = &self.client_secret {
+            println!("client_secret: {secret}   (shown once; store it now)");
+        }
+        println!("name:          {}", self.name);
+        println!(
+            "type:          {} ({})",
+            if self.public {
+                "public"
+            } else {
+                "confidential"
+            },
+            self.token_endpoint_auth_method
+        );
+        println!("redirect URIs: {}", self.redirect_uris.join(" "));
+        if !self.post_logout_redirect_uris.is_empty() {
+            println!(
+                "post-logout:   {}",
+                self.post_logout_redirect_uris.join(" ")
+            );
+        }
+        println!("grant types:   {}", self.grant_types.join(" "));
+        println!("scopes:        {}", self.scopes.join(" "));
+    }
+}
+
+async fn find_client(store: &Store, id: &str) -> Result<store::clients::Client, Failure> {
+    let mut conn = store.read().await.map_err(Failure::runtime)?;
+    store::clients::by_id(&mut conn, id)
+        .await
+        .map_err(Failure::runtime)?
+        .ok_or_else(|| Failure::runtime(format!("no client {id:?}")))
+}
+
+async fn client(config: Config, command: ClientCommand) -> Result<(), Failure> {
+    let store = open(&config).await?;
+    let result = client_command(&store, command).await;
+    store.close().await;
+    result
+}
+
+async fn client_command(store: &Store, command: ClientCommand) -> Result<(), Failure> {
+    use crate::oidc::clients::{RegisterError, Spec, register};
+    match command {
+        ClientCommand::Create(c) => {
+            if let Some(id) = &c.client_id {
+                let mut conn = store.read().await.map_err(Failure::runtime)?;
+                if store::clients::by_id(&mut conn, id)
+                    .await
+                    .map_err(Failure::runtime)?
+                    .is_some()
+                {
+                    return Err(Failure::runtime(format!("a client {id:?} already exists")));
+                }
+            }
+            let spec = Spec {
+                id: c.client_id,
+                name: c.name,
+                secret: None,
+                public: c.public,
+                redirect_uris: c.redirect_uris,
+                post_logout_redirect_uris: c.post_logout_redirect_uris,
+                grant_types: c.grant_types,
+                scopes: c.scopes,
+                auth_method: c.auth_method,
+                skip_consent: c.skip_consent,
+            };
+            let (client, secret) = register(store, spec).await.map_err(|e| match e {
+                RegisterError::Invalid(why) => Failure {
+                    code: 2,
+                    message: why,
+                },
+                other => Failure::runtime(other),
+            })?;
+            ClientView::of(&client, secret).print(c.out.json);
+        }
+        ClientCommand::List(out) => {
+            let mut conn = store.read().await.map_err(Failure::runtime)?;
+            let clients = store::clients::list(&mut conn)
+                .await
+                .map_err(Failure::runtime)?;
+            let views: Vec<ClientView> = clients.iter().map(|c| ClientView::of(c, None)).collect();
+            if out.json {
+                print_json(&views);
+            } else {
+                for v in views {
+                    println!(
+                        "{}  {}  {}",
+                        v.client_id,
+                        if v.public { "public" } else { "confidential" },
+                        v.name
+                    );
+                }
+            }
+        }
+        ClientCommand::Show { client_id, out } => {
+            ClientView::of(&find_client(store, &client_id).await?, None).print(out.json)
+        }
+        ClientCommand::Delete { client_id, out } => {
+            let found = find_client(store, &client_id).await?;
+            let mut tx = store.begin_write().await.map_err(Failure::runtime)?;
+            store::clients::delete(&mut tx, &found.id)
+                .await
+                .map_err(Failure::runtime)?;
+            let e = store::audit::NewEvent {
+                kind: "client_deleted",
+                outcome: "success",
+                client_id: Some(&found.id),
+                detail: "cli",
+                ..Default::default()
+            };
+            store::audit::insert(&mut tx, &e, store::now_unix())
+                .await
+                .map_err(Failure::runtime)?;
+            tx.commit().await.map_err(Failure::runtime)?;
+            if out.json {
+                print_json(&serde_json::json!({ "deleted": found.id }));
+            } else {
+                println!("deleted client {}", found.id);
+            }
+        }
+        ClientCommand::RotateSecret { client_id, out } => {
+            let found = find_client(store, &client_id).await?;
+            if found.public {
+                return Err(Failure::runtime("a public client has no secret"));
+            }
+            let secret = crate::crypto::secrets::random_token();
+            let mut tx = store.begin_write().await.map_err(Failure::runtime)?;
+            store::clients::set_secret(
+                &mut tx,
+                &found.id,
+                &crate::crypto::secrets::token_hash(&secret),
+                store::now_unix(),
+            )
+            .await
+            .map_err(Failure::runtime)?;
+            let e = store::audit::NewEvent {
+                kind: "client_secret_rotated",
+                outcome: "success",
+                client_id: Some(&found.id),
+                detail: "cli",
+                ..Default::default()
+            };
+            store::audit::insert(&mut tx, &e, store::now_unix())
+                .await
+                .map_err(Failure::runtime)?;
+            tx.commit().await.map_err(Failure::runtime)?;
+            ClientView::of(&found, Some(secret)).print(out.json);
         }
     }
     Ok(())

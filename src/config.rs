@@ -37,6 +37,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "sessions",
     "mail",
     "throttle",
+    "clients",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +64,28 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub mail: MailConfig,
     pub throttle: ThrottleConfig,
+    /// Clients declared in the file, created or updated at every start.
+    pub clients: Vec<ClientConfig>,
+}
+
+/// A client declared in the configuration file (`[[clients]]`).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    pub id: String,
+    pub name: String,
+    /// The secret of a confidential client (stored hashed). Prefer an environment variable,
+    /// e.g. `TESSERA_CLIENTS__0__SECRET`… or keep the file private.
+    pub secret: String,
+    pub public: bool,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Default: authorization_code and refresh_token.
+    pub grant_types: Vec<String>,
+    /// Default: openid profile email offline_access.
+    pub scopes: Vec<String>,
+    /// First-party app: no consent page.
+    pub skip_consent: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -247,6 +270,15 @@ pub struct TokensConfig {
     pub id_token_ttl: Duration,
     #[serde(with = "duration")]
     pub access_token_ttl: Duration,
+    /// Authorization code lifetime (at most 60 s).
+    #[serde(with = "duration")]
+    pub code_ttl: Duration,
+    /// A refresh token unused for this long expires; each rotation starts a new period.
+    #[serde(with = "duration")]
+    pub refresh_token_ttl: Duration,
+    /// However often it is rotated, a refresh-token family ends this long after the sign-in.
+    #[serde(with = "duration")]
+    pub refresh_token_max_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -287,6 +319,7 @@ impl Default for Config {
             sessions: SessionsConfig::default(),
             mail: MailConfig::default(),
             throttle: ThrottleConfig::default(),
+            clients: Vec::new(),
         }
     }
 }
@@ -318,6 +351,9 @@ impl Default for TokensConfig {
         Self {
             id_token_ttl: Duration::from_secs(15 * 60),
             access_token_ttl: Duration::from_secs(15 * 60),
+            code_ttl: Duration::from_secs(60),
+            refresh_token_ttl: Duration::from_secs(30 * 86_400),
+            refresh_token_max_ttl: Duration::from_secs(90 * 86_400),
         }
     }
 }
@@ -478,6 +514,24 @@ impl Config {
                     "must be between 1 second and 24 hours",
                 ));
             }
+        }
+        if self.tokens.code_ttl.is_zero() || self.tokens.code_ttl > Duration::from_secs(600) {
+            return Err(ConfigError::new(
+                "tokens.code_ttl",
+                "must be between 1 second and 10 minutes (60 s or less is advised)",
+            ));
+        }
+        if self.tokens.refresh_token_ttl.is_zero()
+            || self.tokens.refresh_token_max_ttl < self.tokens.refresh_token_ttl
+        {
+            return Err(ConfigError::new(
+                "tokens.refresh_token_max_ttl",
+                "must be at least tokens.refresh_token_ttl, which must be greater than zero",
+            ));
+        }
+        for (i, c) in self.clients.iter().enumerate() {
+            crate::oidc::clients::validate_declared(c)
+                .map_err(|problem| ConfigError::new(format!("clients[{i}]"), problem))?;
         }
         if self.http.body_limit < 1024 {
             return Err(ConfigError::new(

@@ -1,4 +1,4 @@
-//! Periodic clean-up of expired rows. Every statement is an idempotent `DELETE … WHERE
+//! Periodic clean-up of expired rows (sessions, links, codes, refresh tokens, revoked jtis). Every statement is an idempotent `DELETE … WHERE
 //! expired`, so any number of replicas can run it at once.
 
 use std::time::Duration;
@@ -16,8 +16,9 @@ pub async fn sweep(store: &Store) -> Result<u64, sqlx::Error> {
     let mut tx = store.begin_write().await?;
     let sessions = store::sessions::sweep(&mut tx, now).await?;
     let tokens = store::tokens::sweep(&mut tx, now).await?;
+    let grants = store::grants::sweep(&mut tx, now).await?;
     tx.commit().await?;
-    Ok(sessions + tokens)
+    Ok(sessions + tokens + grants)
 }
 
 pub fn spawn(store: Store, stop: CancellationToken) -> tokio::task::JoinHandle<()> {

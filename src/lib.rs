@@ -43,6 +43,8 @@ pub enum StartError {
     Passwords(#[from] crypto::password::PasswordError),
     #[error("cannot set up email: {0}")]
     Mail(#[from] mail::MailError),
+    #[error("cannot register the configured clients: {0}")]
+    Clients(#[from] oidc::clients::RegisterError),
     #[error("invalid redis_url: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("cannot listen on {addr}: {source}")]
@@ -82,6 +84,13 @@ impl Application {
             tracing::info!(applied, "database migrations applied");
         }
         let keys = Arc::new(KeyRing::load(store.clone(), KeyPolicy::from_config(&config)).await?);
+        let declared = oidc::clients::sync_declared(&store, &config).await?;
+        if declared > 0 {
+            tracing::info!(
+                clients = declared,
+                "clients from the configuration file are registered"
+            );
+        }
         let state = AppState {
             discovery: Arc::new(Discovery::build(&config)),
             passwords: crypto::password::Passwords::new(&config.passwords)?,

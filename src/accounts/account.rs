@@ -23,6 +23,7 @@ pub fn router() -> Router<AppState> {
         .route(paths::PASSWORD, post(password_post))
         .route(paths::END_SESSION, post(end_session_post))
         .route(paths::END_ALL_SESSIONS, post(end_all_sessions_post))
+        .route(paths::REVOKE_APP, post(revoke_app_post))
 }
 
 /// One row of "where you're signed in".
@@ -45,6 +46,15 @@ struct AccountPage {
     user: UserRow,
     has_password: bool,
     sessions: Vec<SessionView>,
+    apps: Vec<AppView>,
+}
+
+/// One approved app.
+struct AppView {
+    client_id: String,
+    name: String,
+    scopes: String,
+    approved: String,
 }
 
 fn when(unix: i64) -> String {
@@ -120,6 +130,16 @@ async fn page(
     let current = session.stored_id();
     let mut conn = state.store.read().await?;
     let rows = store::sessions::for_user(&mut conn, &user.id, store::now_unix()).await?;
+    let apps = store::grants::consents_of(&mut conn, &user.id)
+        .await?
+        .into_iter()
+        .map(|c| AppView {
+            client_id: c.client_id,
+            name: c.client_name,
+            scopes: c.scopes,
+            approved: when(c.granted_at),
+        })
+        .collect();
     drop(conn);
     let sessions = rows
         .into_iter()
@@ -140,6 +160,7 @@ async fn page(
         has_password: user.password_hash.is_some(),
         user,
         sessions,
+        apps,
     })
 }
 
@@ -335,4 +356,45 @@ async fn end_all_sessions_post(
         .flash("You have been signed out on every device.")
         .await?;
     Ok(redirect(paths::LOGIN))
+}
+
+#[derive(Deserialize)]
+pub struct RevokeAppForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    client_id: String,
+}
+
+/// Withdraws the approval of an app: its consent goes, and so do its refresh tokens (and
+/// the access tokens issued beside them).
+async fn revoke_app_post(
+    State(state): State<AppState>,
+    session: WebSession,
+    client: ClientInfo,
+    PageForm(form): PageForm<RevokeAppForm>,
+) -> Result<Response, PageError> {
+    session.verify_csrf(&form.csrf_token).await?;
+    let (who, _) = match require_user(&state, &session).await? {
+        Ok(found) => found,
+        Err(redirect) => return Ok(redirect),
+    };
+    let now = store::now_unix();
+    let mut tx = state.store.begin_write().await?;
+    let revoked =
+        store::grants::revoke_consent(&mut tx, &who.user_id, &form.client_id, now).await?;
+    if revoked {
+        let mut e = event("consent_revoked", "success", Some(&who.user_id), &client);
+        e.client_id = Some(&form.client_id);
+        store::audit::insert(&mut tx, &e, now).await?;
+    }
+    tx.commit().await?;
+    session
+        .flash(if revoked {
+            "The app no longer has access to your account."
+        } else {
+            "That app had no access."
+        })
+        .await?;
+    Ok(redirect(paths::ACCOUNT))
 }

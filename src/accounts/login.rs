@@ -37,6 +37,9 @@ struct LoginPage {
 pub struct LoginQuery {
     return_to: Option<String>,
     login_hint: Option<String>,
+    /// Set when an app asked for a fresh sign-in (`prompt=login`, `max_age`): show the form
+    /// even to someone already signed in.
+    reauth: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -57,7 +60,7 @@ async fn login_get(
     Query(query): Query<LoginQuery>,
 ) -> Result<Response, PageError> {
     let return_to = safe_return_to(query.return_to.as_deref());
-    if session.signed_in().await?.is_some() {
+    if query.reauth.is_none() && session.signed_in().await?.is_some() {
         return Ok(match return_to {
             Some(to) => redirect(&to),
             None => redirect(paths::ACCOUNT),

@@ -33,6 +33,7 @@ pub mod paths {
     pub const PASSWORD: &str = "/account/password";
     pub const END_SESSION: &str = "/account/sessions/end";
     pub const END_ALL_SESSIONS: &str = "/account/sessions/end-all";
+    pub const REVOKE_APP: &str = "/account/apps/revoke";
     pub const STYLESHEET: &str = "/static/tessera.css";
 }
 
@@ -45,6 +46,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(verify::router())
         .merge(reset::router())
         .merge(account::router())
+        .merge(crate::oidc::authorize::router())
+        .merge(crate::oidc::end_session::router())
         .layer(session::layer(&state.config, state.store.clone()));
     pages::with_page_headers(pages)
         .route(paths::STYLESHEET, get(stylesheet_get))

@@ -74,6 +74,8 @@ pub struct LiveKey {
     pub retired_at: Option<i64>,
     pub published_until: Option<i64>,
     pair: KeyPair,
+    /// The public key, parsed for `jsonwebtoken` verification.
+    decoding: jsonwebtoken::DecodingKey,
 }
 
 impl LiveKey {
@@ -206,6 +208,16 @@ impl KeyRing {
     /// Signs `claims` with the current key.
     pub fn sign(&self, typ: &str, claims: &impl Serialize) -> Result<String, KeyError> {
         Ok(self.signer()?.sign(typ, claims)?)
+    }
+
+    /// The verification key for `kid`, if that key is published now.
+    pub fn decoding_key(&self, kid: &str) -> Option<jsonwebtoken::DecodingKey> {
+        let now = store::now_unix();
+        self.current()
+            .keys
+            .iter()
+            .find(|k| k.kid == kid && k.published_at(now))
+            .map(|k| k.decoding.clone())
     }
 
     /// The JWKS document, built once per change of the published set.
@@ -441,7 +453,11 @@ fn parse_row(row: KeyRow) -> Result<LiveKey, String> {
     if PublicJwk::of(&pair).kid != row.kid {
         return Err(row.kid);
     }
+    let jwk = PublicJwk::of(&pair);
+    let decoding = jsonwebtoken::DecodingKey::from_rsa_components(&jwk.n, &jwk.e)
+        .map_err(|_| row.kid.clone())?;
     Ok(LiveKey {
+        decoding,
         kid: row.kid,
         generation: row.generation,
         created_at: row.created_at,

@@ -12,6 +12,8 @@
 //! pools are the same pool.
 
 pub mod audit;
+pub mod clients;
+pub mod grants;
 pub mod keys;
 pub mod sessions;
 pub mod tokens;
@@ -220,6 +222,12 @@ fn is_connection_state(code: Option<&str>) -> bool {
         Some(c) => c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "5" | "6"),
         None => false,
     }
+}
+
+/// Whether the database aborted the transaction to break a deadlock or a serialization
+/// conflict (SQLSTATE 40P01, 40001): the same work, retried, will go through.
+pub fn is_retryable(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
 }
 
 /// Whether a database error is a unique-constraint violation (SQLSTATE 23505, SQLite 2067/1555).

@@ -360,6 +360,25 @@ impl WebSession {
         }
     }
 
+    /// Keeps a value in the session (e.g. a pending authorization request).
+    pub async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), PageError> {
+        self.session.insert(key, value).await.map_err(session_error)
+    }
+
+    pub async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, PageError> {
+        self.session.get(key).await.map_err(session_error)
+    }
+
+    pub async fn take<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, PageError> {
+        self.session.remove(key).await.map_err(session_error)
+    }
+
     /// A one-time message for the next page.
     pub async fn flash(&self, message: impl Into<String>) -> Result<(), PageError> {
         self.session

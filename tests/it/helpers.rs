@@ -560,3 +560,166 @@ fn newest_link(outbox: &std::path::Path, to: &str, prefix: &str) -> Option<Strin
             Some(m[start..end].to_owned())
         })
 }
+
+/// A registered client, for the protocol tests.
+pub struct TestClient {
+    pub id: String,
+    pub secret: Option<String>,
+    pub redirect_uri: String,
+}
+
+impl TestApp {
+    /// Registers a client directly (the CLI is tested on its own).
+    pub async fn client(&self, public: bool, grant_types: &[&str], scopes: &[&str]) -> TestClient {
+        let redirect_uri = "https://app.example/cb".to_owned();
+        let spec = tessera::oidc::clients::Spec {
+            name: "Test App".into(),
+            public,
+            redirect_uris: vec![redirect_uri.clone()],
+            post_logout_redirect_uris: vec!["https://app.example/bye".into()],
+            grant_types: grant_types.iter().map(|s| (*s).to_owned()).collect(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
+        };
+        let (client, secret) = tessera::oidc::clients::register(&self.state.store, spec)
+            .await
+            .unwrap();
+        TestClient {
+            id: client.id,
+            secret,
+            redirect_uri,
+        }
+    }
+
+    /// POSTs a form to the token endpoint with HTTP Basic client authentication.
+    pub async fn token(
+        &self,
+        client: &TestClient,
+        form: &[(&str, &str)],
+    ) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+        let mut request = self.client.post(self.url("/token")).form(form);
+        request = match &client.secret {
+            Some(secret) => request.basic_auth(&client.id, Some(secret)),
+            None => request,
+        };
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+            headers,
+        )
+    }
+
+    /// A back-channel POST (revocation, introspection) with Basic authentication.
+    pub async fn backchannel(
+        &self,
+        path: &str,
+        client: &TestClient,
+        form: &[(&str, &str)],
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.client.post(self.url(path)).form(form);
+        if let Some(secret) = &client.secret {
+            request = request.basic_auth(&client.id, Some(secret));
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+/// PKCE pair (verifier, S256 challenge).
+pub fn pkce() -> (String, String) {
+    let verifier = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let challenge = tessera::crypto::b64url(tessera::crypto::sha256(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+/// The query parameters of a redirect's Location.
+pub fn query_of(location: &str) -> std::collections::HashMap<String, String> {
+    url::Url::parse(location)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+impl Browser {
+    /// Follows an authorization request to its end, signing in and approving as needed;
+    /// returns the final redirect to the client.
+    pub async fn authorize(&self, query: &[(&str, &str)], login: Option<(&str, &str)>) -> String {
+        let mut url = url::Url::parse(&format!("{}/authorize", self.base)).unwrap();
+        url.query_pairs_mut().extend_pairs(query);
+        let mut page = self.get(url.as_str()).await;
+        for _ in 0..6 {
+            assert!(
+                page.status == 303 || page.status == 200 || page.status == 302,
+                "{}: {}",
+                page.status,
+                page.body
+            );
+            if page.status == 200 {
+                // The consent page.
+                assert!(
+                    page.has("Allow"),
+                    "expected the consent page: {}",
+                    page.body
+                );
+                let request = page
+                    .body
+                    .split("name=\"request\" value=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .to_owned();
+                page = self
+                    .post(
+                        "/authorize/consent",
+                        &[
+                            ("csrf_token", &page.csrf()),
+                            ("request", &request),
+                            ("decision", "allow"),
+                        ],
+                    )
+                    .await;
+                continue;
+            }
+            let location = page.location();
+            if location.starts_with("https://app.example") {
+                return location;
+            }
+            if location.starts_with("/login") {
+                let (user, password) = login.expect("a sign-in was needed");
+                let return_to = query_of(&format!("http://x{location}"))
+                    .get("return_to")
+                    .cloned()
+                    .unwrap_or_default();
+                let token = self.get(&location).await.csrf();
+                page = self
+                    .post(
+                        "/login",
+                        &[
+                            ("username", user),
+                            ("password", password),
+                            ("return_to", &return_to),
+                            ("csrf_token", &token),
+                        ],
+                    )
+                    .await;
+                continue;
+            }
+            page = self.get(&location).await;
+        }
+        panic!("the authorization did not finish");
+    }
+}

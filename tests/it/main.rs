@@ -6,3 +6,4 @@ mod helpers;
 
 mod accounts;
 mod foundation;
+mod oauth;

@@ -1,0 +1,90 @@
+//! `POST /introspect` — RFC 7662 token introspection, for confidential clients (resource
+//! servers). `active: false` for anything expired, revoked, spent, malformed or not ours.
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use super::error::{Code, OAuthError};
+use super::params::Params;
+use super::{client_auth, paths, verify};
+use crate::crypto::secrets::token_hash;
+use crate::state::AppState;
+use crate::store::{self, grants};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(paths::INTROSPECT, post(introspect_post))
+}
+
+async fn introspect_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match introspect(&state, &headers, &body).await {
+        Ok(answer) => ([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn introspect(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, OAuthError> {
+    let params = Params::parse(body);
+    let client = client_auth::authenticate(&state.store, headers, &params).await?;
+    if client.public {
+        return Err(OAuthError::new(
+            Code::InvalidClient,
+            "introspection is for confidential clients",
+        ));
+    }
+    let token = params
+        .require("token")
+        .map_err(|e| OAuthError::invalid_request(e.to_string()))?;
+    params
+        .get("token_type_hint")
+        .map_err(|e| OAuthError::invalid_request(e.to_string()))?;
+    let mut conn = state.store.read().await?;
+    if let Some(claims) = verify::access_token(&state.keys, &state.config, token) {
+        if grants::is_jti_revoked(&mut conn, &claims.jti).await? {
+            return Ok(json!({ "active": false }));
+        }
+        return Ok(json!({
+            "active": true,
+            "token_type": "Bearer",
+            "scope": claims.scope,
+            "client_id": claims.client_id,
+            "sub": claims.sub,
+            "aud": claims.aud,
+            "iss": claims.iss,
+            "exp": claims.exp,
+            "iat": claims.iat,
+            "jti": claims.jti,
+        }));
+    }
+    let now = store::now_unix();
+    if let Some(info) = grants::refresh_info(&mut conn, &token_hash(token)).await?
+        && info.used_at.is_none()
+        && info.revoked_at.is_none()
+        && info.expires_at > now
+    {
+        return Ok(json!({
+            "active": true,
+            "token_type": "refresh_token",
+            "scope": info.scopes,
+            "client_id": info.client_id,
+            "sub": info.user_id,
+            "iss": state.config.issuer,
+            "exp": info.expires_at,
+            "iat": info.created_at,
+        }));
+    }
+    Ok(json!({ "active": false }))
+}

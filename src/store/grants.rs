@@ -1,0 +1,423 @@
+//! Consents, authorization codes, refresh-token families and revoked access tokens.
+
+use sqlx::{AnyConnection, FromRow};
+
+// ----- consents -------------------------------------------------------------------------
+
+/// The scopes a person has approved for a client (space-separated), if any.
+pub async fn consent(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    client_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT scopes FROM consents WHERE user_id = $1 AND client_id = $2")
+        .bind(user_id)
+        .bind(client_id)
+        .fetch_optional(conn)
+        .await
+}
+
+pub async fn save_consent(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    client_id: &str,
+    scopes: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO consents (user_id, client_id, scopes, granted_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (user_id, client_id) DO UPDATE SET scopes = $3, granted_at = $4",
+    )
+    .bind(user_id)
+    .bind(client_id)
+    .bind(scopes)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ConsentRow {
+    pub client_id: String,
+    pub client_name: String,
+    pub scopes: String,
+    pub granted_at: i64,
+}
+
+pub async fn consents_of(
+    conn: &mut AnyConnection,
+    user_id: &str,
+) -> Result<Vec<ConsentRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.client_id, k.name AS client_name, c.scopes, c.granted_at FROM consents c \
+         JOIN clients k ON k.id = c.client_id WHERE c.user_id = $1 ORDER BY c.granted_at DESC",
+    )
+    .bind(user_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Withdraws a person's approval of a client and ends that client's refresh tokens for them.
+pub async fn revoke_consent(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    client_id: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM consents WHERE user_id = $1 AND client_id = $2")
+        .bind(user_id)
+        .bind(client_id)
+        .execute(&mut *conn)
+        .await?;
+    revoke_where(
+        conn,
+        "user_id = $2 AND client_id = $3",
+        &[user_id, client_id],
+        now,
+    )
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+// ----- authorization codes ----------------------------------------------------------------
+
+#[derive(Debug, Clone, FromRow)]
+pub struct CodeRow {
+    pub grant_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub redirect_uri: String,
+    pub code_challenge: Option<String>,
+    pub nonce: Option<String>,
+    pub scopes: String,
+    pub auth_time: i64,
+    pub amr: String,
+    pub sid: String,
+    pub expires_at: i64,
+}
+
+pub struct NewCode<'a> {
+    pub code_hash: &'a str,
+    pub grant_id: &'a str,
+    pub client_id: &'a str,
+    pub user_id: &'a str,
+    pub redirect_uri: &'a str,
+    pub code_challenge: Option<&'a str>,
+    pub nonce: Option<&'a str>,
+    pub scopes: &'a str,
+    pub auth_time: i64,
+    pub amr: &'a str,
+    pub sid: &'a str,
+    pub now: i64,
+    pub expires_at: i64,
+}
+
+pub async fn insert_code(conn: &mut AnyConnection, c: &NewCode<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO auth_codes (code_hash, grant_id, client_id, user_id, redirect_uri, code_challenge, \
+         nonce, scopes, auth_time, amr, sid, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(c.code_hash)
+    .bind(c.grant_id)
+    .bind(c.client_id)
+    .bind(c.user_id)
+    .bind(c.redirect_uri)
+    .bind(c.code_challenge)
+    .bind(c.nonce)
+    .bind(c.scopes)
+    .bind(c.auth_time)
+    .bind(c.amr)
+    .bind(c.sid)
+    .bind(c.now)
+    .bind(c.expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// What happened when a code was presented.
+pub enum CodeUse {
+    /// First use: the code's row (it is now marked used).
+    Fresh(Box<CodeRow>),
+    /// Used before: the grant it belonged to.
+    Replayed {
+        grant_id: String,
+    },
+    Unknown,
+}
+
+/// Marks the code used — in the same statement that checks it was unused — and returns it.
+pub async fn use_code(
+    conn: &mut AnyConnection,
+    code_hash: &str,
+    now: i64,
+) -> Result<CodeUse, sqlx::Error> {
+    let row: Option<CodeRow> = sqlx::query_as(
+        "UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL \
+         RETURNING grant_id, client_id, user_id, redirect_uri, code_challenge, nonce, scopes, auth_time, \
+         amr, sid, expires_at",
+    )
+    .bind(now)
+    .bind(code_hash)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = row {
+        return Ok(CodeUse::Fresh(Box::new(row)));
+    }
+    let grant: Option<String> =
+        sqlx::query_scalar("SELECT grant_id FROM auth_codes WHERE code_hash = $1")
+            .bind(code_hash)
+            .fetch_optional(conn)
+            .await?;
+    Ok(grant.map_or(CodeUse::Unknown, |grant_id| CodeUse::Replayed { grant_id }))
+}
+
+/// Records the access token a code's exchange produced.
+pub async fn note_code_access_token(
+    conn: &mut AnyConnection,
+    code_hash: &str,
+    jti: &str,
+    exp: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE auth_codes SET access_jti = $1, access_exp = $2 WHERE code_hash = $3")
+        .bind(jti)
+        .bind(exp)
+        .bind(code_hash)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Revokes everything issued from one grant: its refresh tokens and the access tokens issued
+/// beside them and beside the code exchange.
+pub async fn revoke_grant(
+    conn: &mut AnyConnection,
+    grant_id: &str,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO revoked_jti (jti, expires_at) SELECT access_jti, access_exp FROM auth_codes \
+         WHERE grant_id = $1 AND access_jti <> '' AND access_exp > $2 ON CONFLICT (jti) DO NOTHING",
+    )
+    .bind(grant_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    revoke_where(conn, "family_id = $2", &[grant_id], now).await
+}
+
+// ----- refresh tokens ---------------------------------------------------------------------
+
+#[derive(Debug, Clone, FromRow)]
+pub struct RefreshRow {
+    pub family_id: String,
+    pub client_id: String,
+    pub user_id: Option<String>,
+    pub scopes: String,
+    pub auth_time: i64,
+    pub amr: String,
+    pub sid: String,
+    pub expires_at: i64,
+    pub family_expires_at: i64,
+}
+
+pub struct NewRefresh<'a> {
+    pub token_hash: &'a str,
+    pub family_id: &'a str,
+    pub client_id: &'a str,
+    pub user_id: Option<&'a str>,
+    pub scopes: &'a str,
+    pub auth_time: i64,
+    pub amr: &'a str,
+    pub sid: &'a str,
+    pub now: i64,
+    pub expires_at: i64,
+    pub family_expires_at: i64,
+    pub access_jti: &'a str,
+    pub access_exp: i64,
+}
+
+pub async fn insert_refresh(
+    conn: &mut AnyConnection,
+    r: &NewRefresh<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scopes, auth_time, amr, sid, \
+         created_at, expires_at, family_expires_at, access_jti, access_exp) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(r.token_hash)
+    .bind(r.family_id)
+    .bind(r.client_id)
+    .bind(r.user_id)
+    .bind(r.scopes)
+    .bind(r.auth_time)
+    .bind(r.amr)
+    .bind(r.sid)
+    .bind(r.now)
+    .bind(r.expires_at)
+    .bind(r.family_expires_at)
+    .bind(r.access_jti)
+    .bind(r.access_exp)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// What happened when a refresh token was presented.
+pub enum RefreshUse {
+    /// Live and now spent: rotate it.
+    Fresh(RefreshRow),
+    /// Already used: someone replays a rotated token. The family must be revoked.
+    Reused {
+        family_id: String,
+        client_id: String,
+    },
+    /// Revoked, expired, or never issued.
+    Dead,
+}
+
+/// Spends a live refresh token of `client_id` in the same statement that checks it, so two
+/// concurrent uses cannot both succeed. Another client's token is not touched.
+pub async fn use_refresh(
+    conn: &mut AnyConnection,
+    token_hash: &str,
+    client_id: &str,
+    now: i64,
+) -> Result<RefreshUse, sqlx::Error> {
+    let row: Option<RefreshRow> = sqlx::query_as(
+        "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND client_id = $3 AND used_at IS NULL \
+         AND revoked_at IS NULL AND expires_at > $1 \
+         RETURNING family_id, client_id, user_id, scopes, auth_time, amr, sid, expires_at, family_expires_at",
+    )
+    .bind(now)
+    .bind(token_hash)
+    .bind(client_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = row {
+        return Ok(RefreshUse::Fresh(row));
+    }
+    let found: Option<(String, String, Option<i64>)> = sqlx::query_as(
+        "SELECT family_id, client_id, used_at FROM refresh_tokens WHERE token_hash = $1",
+    )
+    .bind(token_hash)
+    .fetch_optional(conn)
+    .await?;
+    Ok(match found {
+        Some((family_id, client_id, Some(_))) => RefreshUse::Reused {
+            family_id,
+            client_id,
+        },
+        _ => RefreshUse::Dead,
+    })
+}
+
+/// A refresh token's state without using it (introspection, revocation).
+#[derive(Debug, Clone, FromRow)]
+pub struct RefreshInfo {
+    pub family_id: String,
+    pub client_id: String,
+    pub user_id: Option<String>,
+    pub scopes: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+pub async fn refresh_info(
+    conn: &mut AnyConnection,
+    token_hash: &str,
+) -> Result<Option<RefreshInfo>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT family_id, client_id, user_id, scopes, created_at, expires_at, used_at, revoked_at \
+         FROM refresh_tokens WHERE token_hash = $1",
+    )
+    .bind(token_hash)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Revokes every refresh token matching `condition` (placeholders from `$2`) and the live
+/// access tokens issued beside them.
+async fn revoke_where(
+    conn: &mut AnyConnection,
+    condition: &str,
+    args: &[&str],
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    let insert = format!(
+        "INSERT INTO revoked_jti (jti, expires_at) SELECT access_jti, access_exp FROM refresh_tokens \
+         WHERE {condition} AND access_jti <> '' AND access_exp > $1 ON CONFLICT (jti) DO NOTHING"
+    );
+    let mut q = sqlx::query(&insert).bind(now);
+    for a in args {
+        q = q.bind(*a);
+    }
+    q.execute(&mut *conn).await?;
+    let update = format!(
+        "UPDATE refresh_tokens SET revoked_at = $1 WHERE {condition} AND revoked_at IS NULL"
+    );
+    let mut q = sqlx::query(&update).bind(now);
+    for a in args {
+        q = q.bind(*a);
+    }
+    Ok(q.execute(conn).await?.rows_affected())
+}
+
+pub async fn revoke_family(
+    conn: &mut AnyConnection,
+    family_id: &str,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    revoke_where(conn, "family_id = $2", &[family_id], now).await
+}
+
+// ----- revoked access tokens ----------------------------------------------------------------
+
+pub async fn revoke_jti(
+    conn: &mut AnyConnection,
+    jti: &str,
+    expires_at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO revoked_jti (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
+    )
+    .bind(jti)
+    .bind(expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn is_jti_revoked(conn: &mut AnyConnection, jti: &str) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT expires_at FROM revoked_jti WHERE jti = $1")
+            .bind(jti)
+            .fetch_optional(conn)
+            .await?;
+    Ok(found.is_some())
+}
+
+/// Deletes expired codes, refresh tokens and revoked-jti entries.
+pub async fn sweep(conn: &mut AnyConnection, now: i64) -> Result<u64, sqlx::Error> {
+    let mut n = sqlx::query("DELETE FROM auth_codes WHERE expires_at < $1")
+        .bind(now - 3600)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    n += sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
+        .bind(now)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    n += sqlx::query("DELETE FROM revoked_jti WHERE expires_at < $1")
+        .bind(now)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(n)
+}
