@@ -54,9 +54,12 @@ process.on('exit', () => running.forEach((child) => child.kill('SIGKILL')));
 
 /**
  * Starts Tessera in a fresh temporary directory on a free port, with a fresh database of the
- * given backend, and waits until GET /healthz answers 200. Returns { url, outbox, logFile, stop }.
+ * given backend, and waits until GET /healthz answers 200. Returns { url, outbox, logFile, stop,
+ * databaseUrl, dir, cli }: `cli(args, { input })` runs the same binary as a command against the
+ * same database (see below). Options: `logName`, the name its log is copied to under
+ * test-output/browser/<backend>/ when it stops (default tessera.log).
  */
-export async function startTessera(backend) {
+export async function startTessera(backend, { logName = 'tessera.log' } = {}) {
   const bin = tesseraBin();
   if (!existsSync(bin)) throw new Error(`Tessera binary not found at ${bin} (build it with cargo test, or set TESSERA_BIN)`);
   const dir = await mkdtemp(join(tmpdir(), `tessera-browser-${backend.name}-`));
@@ -76,19 +79,16 @@ export async function startTessera(backend) {
     dropDatabase = async () => psql(backend.serverUrl, `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
   }
 
+  const env = {
+    ...process.env,
+    TESSERA_BIND: `127.0.0.1:${port}`,
+    TESSERA_ISSUER: url,
+    TESSERA_DATABASE_URL: databaseUrl,
+    TESSERA_MAIL__OUTBOX: outbox,
+    TESSERA_KEYS__PREPUBLISH: '0',
+  };
   const log = openSync(logFile, 'w');
-  const child = spawn(bin, [], {
-    cwd: dir,
-    stdio: ['ignore', log, log],
-    env: {
-      ...process.env,
-      TESSERA_BIND: `127.0.0.1:${port}`,
-      TESSERA_ISSUER: url,
-      TESSERA_DATABASE_URL: databaseUrl,
-      TESSERA_MAIL__OUTBOX: outbox,
-      TESSERA_KEYS__PREPUBLISH: '0',
-    },
-  });
+  const child = spawn(bin, [], { cwd: dir, stdio: ['ignore', log, log], env });
   closeSync(log);
   running.add(child);
   const exited = new Promise((ok) => {
@@ -105,7 +105,7 @@ export async function startTessera(backend) {
     }
     await exited;
     await mkdir(join(OUTPUT, backend.name), { recursive: true });
-    await copyFile(logFile, join(OUTPUT, backend.name, 'tessera.log')).catch(() => {});
+    await copyFile(logFile, join(OUTPUT, backend.name, logName)).catch(() => {});
     await dropDatabase();
     await rm(dir, { recursive: true, force: true });
   };
@@ -121,7 +121,10 @@ export async function startTessera(backend) {
     try {
       const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2_000) });
       status = `HTTP ${res.status}`;
-      if (res.status === 200) return { url, outbox, logFile, stop };
+      if (res.status === 200) {
+        const cli = (args, options) => runCli(bin, args, { ...options, cwd: dir, env });
+        return { url, outbox, logFile, stop, databaseUrl, dir, cli };
+      }
     } catch (err) {
       status = err.cause?.code ?? err.message;
     }
@@ -130,6 +133,32 @@ export async function startTessera(backend) {
   const tail = await logTail(logFile);
   await stop();
   throw new Error(`Tessera did not answer GET /healthz with 200 within 30 s (last: ${status}); the end of its log:\n${tail}`);
+}
+
+/**
+ * Runs `tessera <args…>` (cwd and environment those of the server, so the same database) with
+ * `input` on standard input, and resolves to its standard output. Rejects, quoting the command
+ * and its standard error, when it exits non-zero or takes longer than 30 s.
+ */
+function runCli(bin, args, { input = '', cwd, env }) {
+  return new Promise((ok, fail) => {
+    const child = spawn(bin, args, { cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk) => { stdout += chunk; });
+    child.stderr.setEncoding('utf8').on('data', (chunk) => { stderr += chunk; });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.once('error', (err) => { clearTimeout(timer); fail(err); });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      if (code === 0) return ok(stdout);
+      const shown = ['tessera', ...args].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a))).join(' ');
+      const why = stderr.replace(/\x1b\[[0-9;]*m/g, '').trim() || stdout.trim() || '(no output)';
+      fail(new Error(`\`${shown}\` exited with ${signal ?? code}: ${why}`));
+    });
+    child.stdin.on('error', () => {}); // a command that exits without reading its input
+    child.stdin.end(input);
+  });
 }
 
 async function logTail(file, lines = 20) {
@@ -142,15 +171,25 @@ export function launchBrowser() {
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
 }
 
-/** Full-page screenshots numbered in order, under test-output/browser/<backend>/NN-<step>.png. */
-export async function screenshotter(backendName) {
+/**
+ * Full-page screenshots numbered in order, under test-output/browser/<backend>/NN-<step>.png.
+ * Starts by emptying that directory; with a `prefix` the files are <prefix>NN-<step>.png and
+ * only earlier files with that prefix are removed, so suites can share the directory.
+ */
+export async function screenshotter(backendName, { prefix = '' } = {}) {
   const dir = join(OUTPUT, backendName);
-  await rm(dir, { recursive: true, force: true });
+  if (prefix) {
+    await mkdir(dir, { recursive: true });
+    const old = (await readdir(dir)).filter((f) => f.startsWith(prefix) && f.endsWith('.png'));
+    await Promise.all(old.map((f) => rm(join(dir, f), { force: true })));
+  } else {
+    await rm(dir, { recursive: true, force: true });
+  }
   await mkdir(dir, { recursive: true });
   let n = 0;
   return async (page, step) => {
     n += 1;
-    const file = join(dir, `${String(n).padStart(2, '0')}-${step}.png`);
+    const file = join(dir, `${prefix}${String(n).padStart(2, '0')}-${step}.png`);
     await page.screenshot({ path: file, fullPage: true });
     return file;
   };
