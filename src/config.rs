@@ -38,6 +38,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "mail",
     "throttle",
     "clients",
+    "upstream",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,6 +67,94 @@ pub struct Config {
     pub throttle: ThrottleConfig,
     /// Clients declared in the file, created or updated at every start.
     pub clients: Vec<ClientConfig>,
+    /// Upstream identity providers for social sign-in.
+    pub upstream: UpstreamConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    pub google: GoogleConfig,
+    pub github: GithubConfig,
+    /// Any number of other OpenID Connect providers.
+    pub oidc: Vec<OidcProviderConfig>,
+}
+
+/// Google: an OpenID Connect provider found through discovery at `issuer`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GoogleConfig {
+    /// Empty: Google sign-in is off (no button).
+    pub client_id: String,
+    pub client_secret: String,
+    pub issuer: String,
+    pub link_by_email: crate::upstream::linking::LinkMode,
+}
+
+impl Default for GoogleConfig {
+    fn default() -> Self {
+        Self {
+            client_id: String::new(),
+            client_secret: String::new(),
+            issuer: "https://accounts.google.com".into(),
+            link_by_email: crate::upstream::linking::LinkMode::Confirm,
+        }
+    }
+}
+
+/// GitHub (OAuth 2 plus its REST API); the URLs can point at GitHub Enterprise.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GithubConfig {
+    /// Empty: GitHub sign-in is off (no button).
+    pub client_id: String,
+    pub client_secret: String,
+    pub authorize_url: String,
+    pub token_url: String,
+    pub api_url: String,
+    pub link_by_email: crate::upstream::linking::LinkMode,
+}
+
+impl Default for GithubConfig {
+    fn default() -> Self {
+        Self {
+            client_id: String::new(),
+            client_secret: String::new(),
+            authorize_url: "https://github.com/login/oauth/authorize".into(),
+            token_url: "https://github.com/login/oauth/access_token".into(),
+            api_url: "https://api.github.com".into(),
+            link_by_email: crate::upstream::linking::LinkMode::Confirm,
+        }
+    }
+}
+
+/// A generic OpenID Connect provider (`[[upstream.oidc]]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcProviderConfig {
+    /// Short name used in URLs and the `idp` claim, e.g. "okta".
+    pub id: String,
+    /// Shown on the button: "Continue with …".
+    pub display_name: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub scopes: Vec<String>,
+    pub link_by_email: crate::upstream::linking::LinkMode,
+}
+
+impl Default for OidcProviderConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            display_name: String::new(),
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret: String::new(),
+            scopes: vec!["openid".into(), "email".into(), "profile".into()],
+            link_by_email: crate::upstream::linking::LinkMode::Confirm,
+        }
+    }
 }
 
 /// A client declared in the configuration file (`[[clients]]`).
@@ -320,6 +409,7 @@ impl Default for Config {
             mail: MailConfig::default(),
             throttle: ThrottleConfig::default(),
             clients: Vec::new(),
+            upstream: UpstreamConfig::default(),
         }
     }
 }
@@ -532,6 +622,44 @@ impl Config {
         for (i, c) in self.clients.iter().enumerate() {
             crate::oidc::clients::validate_declared(c)
                 .map_err(|problem| ConfigError::new(format!("clients[{i}]"), problem))?;
+        }
+        let u = &self.upstream;
+        let urls = [
+            ("upstream.google.issuer", u.google.issuer.as_str()),
+            (
+                "upstream.github.authorize_url",
+                u.github.authorize_url.as_str(),
+            ),
+            ("upstream.github.token_url", u.github.token_url.as_str()),
+            ("upstream.github.api_url", u.github.api_url.as_str()),
+        ];
+        for (key, value) in urls {
+            Url::parse(value).map_err(|e| ConfigError::new(key, format!("not a URL ({e})")))?;
+        }
+        let mut ids = vec!["google".to_owned(), "github".to_owned()];
+        for (i, p) in u.oidc.iter().enumerate() {
+            let key = format!("upstream.oidc[{i}]");
+            if p.id.is_empty()
+                || !p
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(ConfigError::new(
+                    key,
+                    "id must be lowercase letters, digits or '-'",
+                ));
+            }
+            if ids.contains(&p.id) {
+                return Err(ConfigError::new(
+                    key,
+                    format!("the id {:?} is used twice", p.id),
+                ));
+            }
+            ids.push(p.id.clone());
+            Url::parse(&p.issuer).map_err(|e| {
+                ConfigError::new(format!("{key}.issuer"), format!("not a URL ({e})"))
+            })?;
         }
         if self.http.body_limit < 1024 {
             return Err(ConfigError::new(

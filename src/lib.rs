@@ -16,6 +16,7 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod throttle;
+pub mod upstream;
 pub mod web;
 
 use std::future::Future;
@@ -45,6 +46,8 @@ pub enum StartError {
     Mail(#[from] mail::MailError),
     #[error("cannot register the configured clients: {0}")]
     Clients(#[from] oidc::clients::RegisterError),
+    #[error("cannot set up upstream providers: {0}")]
+    Upstream(String),
     #[error("invalid redis_url: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("cannot listen on {addr}: {source}")]
@@ -96,6 +99,10 @@ impl Application {
             passwords: crypto::password::Passwords::new(&config.passwords)?,
             mailer: mail::Mailer::new(&config.mail)?,
             throttle: throttle::Throttle::new(&config.throttle, &config.redis_url)?,
+            upstream: Arc::new(
+                upstream::providers::Providers::from_config(&config)
+                    .map_err(|e| StartError::Upstream(e.to_string()))?,
+            ),
             config: Arc::new(config),
             store,
             keys,

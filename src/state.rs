@@ -12,6 +12,7 @@ use crate::mail::Mailer;
 use crate::oidc::discovery::Discovery;
 use crate::store::Store;
 use crate::throttle::Throttle;
+use crate::upstream::providers::Providers;
 
 #[derive(Clone, FromRef)]
 pub struct AppState {
@@ -23,4 +24,16 @@ pub struct AppState {
     pub passwords: Passwords,
     pub mailer: Mailer,
     pub throttle: Throttle,
+    pub upstream: Arc<Providers>,
+}
+
+impl AppState {
+    /// (id, display name) of every enabled upstream provider, for the sign-in buttons.
+    pub fn provider_buttons(&self) -> Vec<(String, String)> {
+        self.upstream
+            .enabled()
+            .iter()
+            .map(|p| (p.id.clone(), p.display_name.clone()))
+            .collect()
+    }
 }

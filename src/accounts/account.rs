@@ -47,6 +47,18 @@ struct AccountPage {
     has_password: bool,
     sessions: Vec<SessionView>,
     apps: Vec<AppView>,
+    identities: Vec<IdentityView>,
+    /// Providers not linked yet: (id, name).
+    linkable: Vec<(String, String)>,
+}
+
+/// One linked sign-in method.
+struct IdentityView {
+    provider: String,
+    provider_name: String,
+    subject: String,
+    email: String,
+    linked: String,
 }
 
 /// One approved app.
@@ -140,7 +152,22 @@ async fn page(
             approved: when(c.granted_at),
         })
         .collect();
+    let identities: Vec<IdentityView> = store::identities::of_user(&mut conn, &user.id)
+        .await?
+        .into_iter()
+        .map(|i| IdentityView {
+            provider_name: state
+                .upstream
+                .get(&i.provider)
+                .map_or_else(|| i.provider.clone(), |p| p.display_name.clone()),
+            provider: i.provider,
+            subject: i.subject,
+            email: i.email,
+            linked: when(i.linked_at),
+        })
+        .collect();
     drop(conn);
+    let linkable = state.provider_buttons();
     let sessions = rows
         .into_iter()
         .map(|r| SessionView {
@@ -161,6 +188,8 @@ async fn page(
         user,
         sessions,
         apps,
+        identities,
+        linkable,
     })
 }
 

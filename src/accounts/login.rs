@@ -31,6 +31,7 @@ struct LoginPage {
     username: String,
     return_to: String,
     registration: bool,
+    providers: Vec<(String, String)>,
 }
 
 #[derive(Deserialize, Default)]
@@ -79,6 +80,7 @@ async fn login_get(
             .collect(),
         return_to: return_to.unwrap_or_default(),
         registration: state.config.accounts.registration,
+        providers: state.provider_buttons(),
     };
     Ok(render(&page))
 }
@@ -139,6 +141,7 @@ async fn login_post(
                 username: form.username.chars().take(254).collect(),
                 return_to: safe_return_to(Some(&form.return_to)).unwrap_or_default(),
                 registration: state.config.accounts.registration,
+                providers: state.provider_buttons(),
             };
             Ok((StatusCode::UNAUTHORIZED, render(&page)).into_response())
         }

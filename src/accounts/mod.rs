@@ -48,6 +48,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(account::router())
         .merge(crate::oidc::authorize::router())
         .merge(crate::oidc::end_session::router())
+        .merge(crate::upstream::router())
         .layer(session::layer(&state.config, state.store.clone()));
     pages::with_page_headers(pages)
         .route(paths::STYLESHEET, get(stylesheet_get))

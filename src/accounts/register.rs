@@ -28,6 +28,7 @@ struct RegisterPage {
     username: String,
     email: String,
     name: String,
+    providers: Vec<(String, String)>,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +68,7 @@ async fn register_get(
         username: String::new(),
         email: String::new(),
         name: String::new(),
+        providers: state.provider_buttons(),
     };
     Ok(render(&page))
 }
@@ -131,6 +133,7 @@ async fn register_post(
                 username: form.username,
                 email: form.email,
                 name: form.name,
+                providers: state.provider_buttons(),
             };
             Ok((status, render(&page)).into_response())
         }

@@ -485,6 +485,7 @@ async fn issue_code(
             auth_time: who.auth_time,
             amr: &who.amr.join(" "),
             sid: &sid,
+            idp: who.idp.as_deref().unwrap_or_default(),
             now,
             expires_at: now + ttl,
         },

@@ -238,6 +238,7 @@ async fn exchange_code(
                 auth_time: row.auth_time,
                 amr: &row.amr,
                 sid: &row.sid,
+                idp: &row.idp,
                 access_token: &access.token,
                 now,
             },
@@ -269,6 +270,7 @@ async fn exchange_code(
                     family_expires_at,
                     access_jti: &access.jti,
                     access_exp: access.exp,
+                    idp: &row.idp,
                 },
             )
             .await?;
@@ -376,6 +378,7 @@ async fn refresh(
                 auth_time: row.auth_time,
                 amr: &row.amr,
                 sid: &row.sid,
+                idp: &row.idp,
                 access_token: &access.token,
                 now,
             },
@@ -402,6 +405,7 @@ async fn refresh(
             family_expires_at: row.family_expires_at,
             access_jti: &access.jti,
             access_exp: access.exp,
+            idp: &row.idp,
         },
     )
     .await?;

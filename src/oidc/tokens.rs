@@ -79,6 +79,9 @@ pub struct IdClaims {
     pub sid: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub amr: Vec<String>,
+    /// The upstream provider the person signed in with, after a social sign-in.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub idp: Option<String>,
     #[serde(flatten)]
     pub profile: UserClaims,
 }
@@ -128,6 +131,7 @@ pub struct IdTokenInput<'a> {
     pub auth_time: i64,
     pub amr: &'a str,
     pub sid: &'a str,
+    pub idp: &'a str,
     pub access_token: &'a str,
     pub now: i64,
 }
@@ -149,6 +153,7 @@ pub fn id_token(
         azp: input.client_id.to_owned(),
         sid: Some(input.sid.to_owned()).filter(|s| !s.is_empty()),
         amr: input.amr.split_whitespace().map(str::to_owned).collect(),
+        idp: Some(input.idp.to_owned()).filter(|s| !s.is_empty()),
         profile: UserClaims::for_scopes(input.user, input.scopes),
     };
     keys.sign("JWT", &claims)

@@ -94,6 +94,7 @@ pub struct CodeRow {
     pub auth_time: i64,
     pub amr: String,
     pub sid: String,
+    pub idp: String,
     pub expires_at: i64,
 }
 
@@ -109,6 +110,7 @@ pub struct NewCode<'a> {
     pub auth_time: i64,
     pub amr: &'a str,
     pub sid: &'a str,
+    pub idp: &'a str,
     pub now: i64,
     pub expires_at: i64,
 }
@@ -116,8 +118,8 @@ pub struct NewCode<'a> {
 pub async fn insert_code(conn: &mut AnyConnection, c: &NewCode<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO auth_codes (code_hash, grant_id, client_id, user_id, redirect_uri, code_challenge, \
-         nonce, scopes, auth_time, amr, sid, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         nonce, scopes, auth_time, amr, sid, created_at, expires_at, idp) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(c.code_hash)
     .bind(c.grant_id)
@@ -132,6 +134,7 @@ pub async fn insert_code(conn: &mut AnyConnection, c: &NewCode<'_>) -> Result<()
     .bind(c.sid)
     .bind(c.now)
     .bind(c.expires_at)
+    .bind(c.idp)
     .execute(conn)
     .await?;
     Ok(())
@@ -157,7 +160,7 @@ pub async fn use_code(
     let row: Option<CodeRow> = sqlx::query_as(
         "UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL \
          RETURNING grant_id, client_id, user_id, redirect_uri, code_challenge, nonce, scopes, auth_time, \
-         amr, sid, expires_at",
+         amr, sid, idp, expires_at",
     )
     .bind(now)
     .bind(code_hash)
@@ -219,6 +222,7 @@ pub struct RefreshRow {
     pub auth_time: i64,
     pub amr: String,
     pub sid: String,
+    pub idp: String,
     pub expires_at: i64,
     pub family_expires_at: i64,
 }
@@ -237,6 +241,7 @@ pub struct NewRefresh<'a> {
     pub family_expires_at: i64,
     pub access_jti: &'a str,
     pub access_exp: i64,
+    pub idp: &'a str,
 }
 
 pub async fn insert_refresh(
@@ -245,8 +250,8 @@ pub async fn insert_refresh(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scopes, auth_time, amr, sid, \
-         created_at, expires_at, family_expires_at, access_jti, access_exp) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         created_at, expires_at, family_expires_at, access_jti, access_exp, idp) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(r.token_hash)
     .bind(r.family_id)
@@ -261,6 +266,7 @@ pub async fn insert_refresh(
     .bind(r.family_expires_at)
     .bind(r.access_jti)
     .bind(r.access_exp)
+    .bind(r.idp)
     .execute(conn)
     .await?;
     Ok(())
@@ -290,7 +296,7 @@ pub async fn use_refresh(
     let row: Option<RefreshRow> = sqlx::query_as(
         "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND client_id = $3 AND used_at IS NULL \
          AND revoked_at IS NULL AND expires_at > $1 \
-         RETURNING family_id, client_id, user_id, scopes, auth_time, amr, sid, expires_at, family_expires_at",
+         RETURNING family_id, client_id, user_id, scopes, auth_time, amr, sid, idp, expires_at, family_expires_at",
     )
     .bind(now)
     .bind(token_hash)

@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod clients;
 pub mod grants;
+pub mod identities;
 pub mod keys;
 pub mod sessions;
 pub mod tokens;

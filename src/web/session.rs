@@ -29,6 +29,7 @@ use crate::web::pages::PageError;
 const USER_ID: &str = "user_id";
 const AUTH_TIME: &str = "auth_time";
 const AMR: &str = "amr";
+const IDP: &str = "idp";
 const CSRF: &str = "csrf";
 const USER_AGENT: &str = "ua";
 const IP: &str = "ip";
@@ -158,8 +159,10 @@ pub struct SignedIn {
     pub user_id: String,
     /// When the person authenticated (unix seconds): `auth_time` in ID tokens.
     pub auth_time: i64,
-    /// How: `pwd`, later `fed` for an upstream provider (RFC 8176 values).
+    /// How: `pwd` (a password), `fed` (an upstream provider).
     pub amr: Vec<String>,
+    /// The upstream provider, after a social sign-in (the `idp` claim).
+    pub idp: Option<String>,
 }
 
 /// Where a request comes from: the client IP (through `http.trusted_proxies`) and user agent.
@@ -278,10 +281,12 @@ impl WebSession {
             .await
             .map_err(session_error)?
             .unwrap_or_default();
+        let idp: Option<String> = self.session.get(IDP).await.map_err(session_error)?;
         Ok(Some(SignedIn {
             user_id,
             auth_time,
             amr,
+            idp,
         }))
     }
 
@@ -293,6 +298,17 @@ impl WebSession {
         method: &str,
         client: &ClientInfo,
     ) -> Result<(), PageError> {
+        self.sign_in_with(user_id, &[method], None, client).await
+    }
+
+    /// As [`WebSession::sign_in`], with every method used and the upstream provider, if any.
+    pub async fn sign_in_with(
+        &self,
+        user_id: &str,
+        amr: &[&str],
+        idp: Option<&str>,
+        client: &ClientInfo,
+    ) -> Result<(), PageError> {
         self.session.cycle_id().await.map_err(session_error)?;
         self.session
             .insert(USER_ID, user_id)
@@ -302,10 +318,16 @@ impl WebSession {
             .insert(AUTH_TIME, store::now_unix())
             .await
             .map_err(session_error)?;
-        self.session
-            .insert(AMR, [method])
-            .await
-            .map_err(session_error)?;
+        self.session.insert(AMR, amr).await.map_err(session_error)?;
+        match idp {
+            Some(idp) => self.session.insert(IDP, idp).await.map_err(session_error)?,
+            None => drop(
+                self.session
+                    .remove_value(IDP)
+                    .await
+                    .map_err(session_error)?,
+            ),
+        }
         self.session
             .insert(USER_AGENT, &client.user_agent)
             .await

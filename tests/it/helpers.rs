@@ -148,8 +148,13 @@ pub struct TestApp {
 
 impl TestApp {
     /// Starts Tessera on `config` (its issuer is set to the bound address, plus `issuer_path`).
-    pub async fn start_with(mut config: Config, issuer_path: &str) -> Self {
+    pub async fn start_with(config: Config, issuer_path: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, config, issuer_path).await
+    }
+
+    /// As [`TestApp::start_with`], on a listener the test bound first (to know the URL).
+    pub async fn start_on(listener: TcpListener, mut config: Config, issuer_path: &str) -> Self {
         let addr = listener.local_addr().unwrap();
         config.issuer = format!("http://{addr}{issuer_path}");
         config.bind = addr.to_string();
@@ -721,5 +726,128 @@ impl Browser {
             page = self.get(&location).await;
         }
         panic!("the authorization did not finish");
+    }
+}
+
+impl Browser {
+    /// Walks a browser journey across any number of apps: follows redirects, signs in on any
+    /// sign-in page with the credentials given for its origin, and presses "Allow" on consent
+    /// pages, until a URL satisfies `stop` or a page is neither. Returns the last URL and page.
+    pub async fn walk(
+        &self,
+        start: &str,
+        logins: &[(&str, &str, &str)],
+        stop: impl Fn(&str) -> bool,
+    ) -> (String, Page) {
+        let mut url = start.to_owned();
+        let mut page = self.get(&url).await;
+        for _ in 0..20 {
+            if (300..400).contains(&page.status) {
+                let next = url::Url::parse(&url)
+                    .unwrap()
+                    .join(&page.location())
+                    .unwrap()
+                    .to_string();
+                if stop(&next) {
+                    return (next, page);
+                }
+                url = next;
+                page = self.get(&url).await;
+                continue;
+            }
+            let origin = url::Url::parse(&url)
+                .unwrap()
+                .origin()
+                .ascii_serialization();
+            if page.status == 200
+                && page.has("action=\"")
+                && page.has("/login\"")
+                && page.has("name=\"password\"")
+            {
+                let (_, user, password) = logins
+                    .iter()
+                    .find(|(o, _, _)| *o == origin)
+                    .unwrap_or_else(|| panic!("no login for {origin}"));
+                let return_to = page
+                    .body
+                    .split("name=\"return_to\" value=\"")
+                    .nth(1)
+                    .map(|r| {
+                        r.split('"')
+                            .next()
+                            .unwrap()
+                            .replace("&amp;", "&")
+                            .replace("&#x3d;", "=")
+                            .replace("&#61;", "=")
+                    })
+                    .unwrap_or_default();
+                let action = page
+                    .body
+                    .split("<form method=\"post\" action=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .to_owned();
+                let target = format!("{origin}{action}");
+                let csrf = page.csrf();
+                page = Self::page(
+                    self.client
+                        .post(&target)
+                        .form(&[
+                            ("username", *user),
+                            ("password", *password),
+                            ("return_to", &return_to),
+                            ("csrf_token", &csrf),
+                        ])
+                        .send()
+                        .await
+                        .unwrap(),
+                )
+                .await;
+                url = target;
+                continue;
+            }
+            if page.status == 200 && page.has("name=\"decision\"") {
+                let request = page
+                    .body
+                    .split("name=\"request\" value=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .to_owned();
+                let target = format!(
+                    "{origin}{}",
+                    page.body
+                        .split("<form method=\"post\" action=\"")
+                        .nth(1)
+                        .unwrap()
+                        .split('"')
+                        .next()
+                        .unwrap()
+                );
+                let csrf = page.csrf();
+                page = Self::page(
+                    self.client
+                        .post(&target)
+                        .form(&[
+                            ("csrf_token", csrf.as_str()),
+                            ("request", &request),
+                            ("decision", "allow"),
+                        ])
+                        .send()
+                        .await
+                        .unwrap(),
+                )
+                .await;
+                url = target;
+                continue;
+            }
+            return (url, page);
+        }
+        panic!("the journey did not end: {url}");
     }
 }

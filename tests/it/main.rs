@@ -7,3 +7,4 @@ mod helpers;
 mod accounts;
 mod foundation;
 mod oauth;
+mod upstream;
