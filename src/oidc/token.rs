@@ -156,6 +156,83 @@ fn audit_event<'a>(
     }
 }
 
+/// What a person's grant carries from token to token: the same for the code exchange and
+/// every refresh of its family.
+struct Grant<'a> {
+    family_id: &'a str,
+    client: &'a Client,
+    user: &'a users::UserRow,
+    /// The scope of the grant (a refresh may issue an access token for less).
+    scopes: &'a str,
+    auth_time: i64,
+    amr: &'a str,
+    sid: &'a str,
+    idp: &'a str,
+}
+
+impl Grant<'_> {
+    /// An ID token beside `access` when the issued `scope` includes `openid`.
+    fn id_token(
+        &self,
+        state: &AppState,
+        scope: &str,
+        nonce: Option<&str>,
+        access: &tokens::AccessToken,
+        now: i64,
+    ) -> Result<Option<String>, crate::crypto::keys::KeyError> {
+        let scopes: Vec<&str> = scope.split(' ').collect();
+        if !scopes.contains(&"openid") {
+            return Ok(None);
+        }
+        let input = IdTokenInput {
+            user: self.user,
+            client_id: &self.client.id,
+            scopes: &scopes,
+            nonce,
+            auth_time: self.auth_time,
+            amr: self.amr,
+            sid: self.sid,
+            idp: self.idp,
+            access_token: &access.token,
+            now,
+        };
+        tokens::id_token(&state.keys, &state.config, &input).map(Some)
+    }
+
+    /// Stores a new refresh token of the family (beside `access`) and returns it.
+    async fn issue_refresh(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        state: &AppState,
+        family_expires_at: i64,
+        access: &tokens::AccessToken,
+        now: i64,
+    ) -> Result<String, sqlx::Error> {
+        let token = random_token();
+        let ttl =
+            i64::try_from(state.config.tokens.refresh_token_ttl.as_secs()).unwrap_or(i64::MAX);
+        let row = grants::NewRefresh {
+            token_hash: &token_hash(&token),
+            family_id: self.family_id,
+            client_id: &self.client.id,
+            user_id: Some(&self.user.id),
+            // The family keeps the original grant's scope (RFC 6749 §6).
+            scopes: self.scopes,
+            auth_time: self.auth_time,
+            amr: self.amr,
+            sid: self.sid,
+            now,
+            expires_at: now.saturating_add(ttl).min(family_expires_at),
+            family_expires_at,
+            access_jti: &access.jti,
+            access_exp: access.exp,
+            idp: self.idp,
+        };
+        grants::insert_refresh(tx, &row).await?;
+        Ok(token)
+    }
+}
+
 async fn exchange_code(
     state: &AppState,
     client: &Client,
@@ -215,7 +292,6 @@ async fn exchange_code(
     let user = users::by_id(&mut tx, &row.user_id)
         .await?
         .ok_or_else(|| grant_error("the account no longer exists"))?;
-    let scopes: Vec<&str> = row.scopes.split(' ').collect();
     let access = tokens::access_token(
         &state.keys,
         &state.config,
@@ -226,58 +302,29 @@ async fn exchange_code(
         now,
     )?;
     grants::note_code_access_token(&mut tx, &code_hash, &access.jti, access.exp).await?;
-    let id_token = if scopes.contains(&"openid") {
-        Some(tokens::id_token(
-            &state.keys,
-            &state.config,
-            &IdTokenInput {
-                user: &user,
-                client_id: &client.id,
-                scopes: &scopes,
-                nonce: row.nonce.as_deref(),
-                auth_time: row.auth_time,
-                amr: &row.amr,
-                sid: &row.sid,
-                idp: &row.idp,
-                access_token: &access.token,
-                now,
-            },
-        )?)
+    let grant = Grant {
+        family_id: &row.grant_id,
+        client,
+        user: &user,
+        scopes: &row.scopes,
+        auth_time: row.auth_time,
+        amr: &row.amr,
+        sid: &row.sid,
+        idp: &row.idp,
+    };
+    let id_token = grant.id_token(state, &row.scopes, row.nonce.as_deref(), &access, now)?;
+    let offline = row.scopes.split(' ').any(|s| s == "offline_access");
+    let refresh_token = if offline && client.allows_grant("refresh_token") {
+        let max =
+            i64::try_from(state.config.tokens.refresh_token_max_ttl.as_secs()).unwrap_or(i64::MAX);
+        Some(
+            grant
+                .issue_refresh(&mut tx, state, now.saturating_add(max), &access, now)
+                .await?,
+        )
     } else {
         None
     };
-    let refresh_token =
-        if scopes.contains(&"offline_access") && client.allows_grant("refresh_token") {
-            let token = random_token();
-            let max = i64::try_from(state.config.tokens.refresh_token_max_ttl.as_secs())
-                .unwrap_or(i64::MAX);
-            let ttl =
-                i64::try_from(state.config.tokens.refresh_token_ttl.as_secs()).unwrap_or(i64::MAX);
-            let family_expires_at = now.saturating_add(max);
-            grants::insert_refresh(
-                &mut tx,
-                &grants::NewRefresh {
-                    token_hash: &token_hash(&token),
-                    family_id: &row.grant_id,
-                    client_id: &client.id,
-                    user_id: Some(&user.id),
-                    scopes: &row.scopes,
-                    auth_time: row.auth_time,
-                    amr: &row.amr,
-                    sid: &row.sid,
-                    now,
-                    expires_at: now.saturating_add(ttl).min(family_expires_at),
-                    family_expires_at,
-                    access_jti: &access.jti,
-                    access_exp: access.exp,
-                    idp: &row.idp,
-                },
-            )
-            .await?;
-            Some(token)
-        } else {
-            None
-        };
     audit::insert(
         &mut tx,
         &audit_event(
@@ -365,50 +412,20 @@ async fn refresh(
         Some(row.auth_time),
         now,
     )?;
-    let scopes: Vec<&str> = scope.split(' ').collect();
-    let id_token = if scopes.contains(&"openid") {
-        Some(tokens::id_token(
-            &state.keys,
-            &state.config,
-            &IdTokenInput {
-                user: &user,
-                client_id: &client.id,
-                scopes: &scopes,
-                nonce: None,
-                auth_time: row.auth_time,
-                amr: &row.amr,
-                sid: &row.sid,
-                idp: &row.idp,
-                access_token: &access.token,
-                now,
-            },
-        )?)
-    } else {
-        None
+    let grant = Grant {
+        family_id: &row.family_id,
+        client,
+        user: &user,
+        scopes: &row.scopes,
+        auth_time: row.auth_time,
+        amr: &row.amr,
+        sid: &row.sid,
+        idp: &row.idp,
     };
-    let next = random_token();
-    let ttl = i64::try_from(state.config.tokens.refresh_token_ttl.as_secs()).unwrap_or(i64::MAX);
-    grants::insert_refresh(
-        &mut tx,
-        &grants::NewRefresh {
-            token_hash: &token_hash(&next),
-            family_id: &row.family_id,
-            client_id: &client.id,
-            user_id: Some(&user.id),
-            // The family keeps the original grant's scope (RFC 6749 §6).
-            scopes: &row.scopes,
-            auth_time: row.auth_time,
-            amr: &row.amr,
-            sid: &row.sid,
-            now,
-            expires_at: now.saturating_add(ttl).min(row.family_expires_at),
-            family_expires_at: row.family_expires_at,
-            access_jti: &access.jti,
-            access_exp: access.exp,
-            idp: &row.idp,
-        },
-    )
-    .await?;
+    let id_token = grant.id_token(state, &scope, None, &access, now)?;
+    let next = grant
+        .issue_refresh(&mut tx, state, row.family_expires_at, &access, now)
+        .await?;
     audit::insert(
         &mut tx,
         &audit_event("token_refreshed", "success", client, Some(&user.id), ""),
