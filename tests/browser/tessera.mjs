@@ -1,10 +1,12 @@
 // Helpers for the browser tests: a Tessera process per backend, headless Chromium, numbered
-// screenshots, and the mail outbox. Used by *.test.mjs; run them with scripts/browser-tests.sh.
+// screenshots, the mail outbox, and for relying-party flows a callback server and error reports.
+// Used by *.test.mjs; run them with scripts/browser-tests.sh.
 
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, openSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -35,7 +37,8 @@ export function backends() {
 /** A short random suffix for names that must be unique per run. */
 export const randomSuffix = () => randomBytes(4).toString('hex');
 
-async function freePort() {
+/** A TCP port on 127.0.0.1 that was free a moment ago: pass it to startTessera as `port` to know the URL first. */
+export async function freePort() {
   const server = createServer();
   await new Promise((ok, fail) => server.once('error', fail).listen(0, '127.0.0.1', ok));
   const { port } = server.address();
@@ -57,13 +60,15 @@ process.on('exit', () => running.forEach((child) => child.kill('SIGKILL')));
  * given backend, and waits until GET /healthz answers 200. Returns { url, outbox, logFile, stop,
  * databaseUrl, dir, cli }: `cli(args, { input })` runs the same binary as a command against the
  * same database (see below). Options: `logName`, the name its log is copied to under
- * test-output/browser/<backend>/ when it stops (default tessera.log).
+ * test-output/browser/<backend>/ when it stops (default tessera.log); `port`, the port to listen
+ * on (default: a free one; see freePort); `env`, more environment variables for the server and
+ * its CLI (e.g. TESSERA_SESSIONS__COOKIE_NAME), which may override the ones set here.
  */
-export async function startTessera(backend, { logName = 'tessera.log' } = {}) {
+export async function startTessera(backend, { logName = 'tessera.log', port: chosenPort, env: extraEnv = {} } = {}) {
   const bin = tesseraBin();
   if (!existsSync(bin)) throw new Error(`Tessera binary not found at ${bin} (build it with cargo test, or set TESSERA_BIN)`);
   const dir = await mkdtemp(join(tmpdir(), `tessera-browser-${backend.name}-`));
-  const port = await freePort();
+  const port = chosenPort ?? await freePort();
   const url = `http://127.0.0.1:${port}`;
   const outbox = join(dir, 'outbox');
   const logFile = join(dir, 'tessera.log');
@@ -86,6 +91,7 @@ export async function startTessera(backend, { logName = 'tessera.log' } = {}) {
     TESSERA_DATABASE_URL: databaseUrl,
     TESSERA_MAIL__OUTBOX: outbox,
     TESSERA_KEYS__PREPUBLISH: '0',
+    ...extraEnv,
   };
   const log = openSync(logFile, 'w');
   const child = spawn(bin, [], { cwd: dir, stdio: ['ignore', log, log], env });
@@ -266,4 +272,70 @@ export async function linkFromOutbox(outbox, address, path) {
     }
     await sleep(250);
   }
+}
+
+// ---- For flows that end at a relying party ----
+
+/**
+ * A relying party's web server on 127.0.0.1: answers 200 "ok" on every path and remembers the
+ * request URLs it got. Returns { url, requests, close }.
+ */
+export async function startRelyingParty() {
+  const requests = [];
+  const server = createHttpServer((req, res) => {
+    requests.push(req.url);
+    res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
+    res.end('ok');
+  });
+  await new Promise((ok, fail) => server.once('error', fail).listen(0, '127.0.0.1', ok));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    requests,
+    close: () => new Promise((ok) => {
+      server.closeAllConnections();
+      server.close(ok);
+    }),
+  };
+}
+
+/** One line about an error and its causes (openid-client's own messages are generic, the cause is not). */
+export function describeError(err) {
+  const parts = [];
+  for (let e = err, depth = 0; e != null && depth < 4; e = e.cause, depth += 1) {
+    if (e instanceof Error) {
+      let part = `${e.name}${e.code ? ` [${e.code}]` : ''}: ${e.message}`;
+      if (typeof e.error === 'string') part += `; error=${e.error}`;
+      if (e.error_description) part += ` (${e.error_description})`;
+      if (e.status) part += `; HTTP ${e.status}`;
+      parts.push(part);
+    } else if (e instanceof URLSearchParams) {
+      parts.push(`parameters: ${e}`);
+    } else if (e instanceof Response) {
+      parts.push(`HTTP ${e.status} from ${e.url}`);
+      break;
+    } else if (Array.isArray(e)) {
+      parts.push(`challenges: ${JSON.stringify(e)}`);
+      break;
+    } else {
+      parts.push(JSON.stringify(e, (k, v) => (v instanceof URLSearchParams ? `${v}` : v)).slice(0, 800));
+      break;
+    }
+  }
+  return parts.join(' <- ');
+}
+
+/** Runs `fn`; if it throws (other than a failed assertion), throws again saying which step it was and why. */
+export async function step(what, fn) {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err?.code === 'ERR_ASSERTION') throw err;
+    throw new Error(`${what} failed: ${describeError(err)}`, { cause: err });
+  }
+}
+
+/** Where a Playwright page is and what it shows: "<url> (HTTP <status>): "<visible text>"". */
+export async function pageReport(page, response, chars = 600) {
+  const body = (await page.locator('body').innerText().catch(() => '')).trim().replace(/\s+/g, ' ');
+  return `${page.url()}${response ? ` (HTTP ${response.status()})` : ''}: ${JSON.stringify(body.slice(0, chars))}`;
 }
