@@ -759,3 +759,124 @@ async fn linking_from_the_account_page() {
     assert!(page.has("already linked to a different account"));
     assert_eq!(identities(&down, &olga).await, ["google"]);
 }
+
+/// A hostile OpenID provider: a real discovery document and JWKS (those of an upstream
+/// Tessera, whose key signs), but ID tokens with one thing wrong each time.
+#[derive(Clone)]
+struct Hostile {
+    base: String,
+    upstream: Arc<TestApp>,
+    fault: Arc<Mutex<&'static str>>,
+    nonces: Arc<Mutex<Vec<String>>>,
+}
+
+async fn hostile_discovery(State(h): State<Hostile>) -> Json<Value> {
+    Json(json!({
+        "issuer": h.base,
+        "authorization_endpoint": format!("{}/authorize", h.base),
+        "token_endpoint": format!("{}/token", h.base),
+        "jwks_uri": format!("{}/.well-known/jwks.json", h.upstream.issuer),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+    }))
+}
+
+async fn hostile_authorize(
+    State(h): State<Hostile>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> impl IntoResponse {
+    h.nonces.lock().unwrap().push(q["nonce"].clone());
+    Redirect::to(&format!(
+        "{}?code=c0de&state={}",
+        q["redirect_uri"], q["state"]
+    ))
+}
+
+async fn hostile_token(State(h): State<Hostile>) -> Json<Value> {
+    let fault = *h.fault.lock().unwrap();
+    let nonce = h.nonces.lock().unwrap().last().cloned().unwrap_or_default();
+    let now = tessera::store::now_unix();
+    let mut claims = json!({
+        "iss": h.base, "sub": "hostile-1", "aud": "downstream", "iat": now, "exp": now + 300,
+        "nonce": nonce, "email": "target@example.test", "email_verified": true,
+    });
+    match fault {
+        "nonce" => claims["nonce"] = json!("not-the-nonce"),
+        "audience" => claims["aud"] = json!("someone-else"),
+        "issuer" => claims["iss"] = json!("https://evil.example"),
+        "expired" => {
+            claims["iat"] = json!(now - 7200);
+            claims["exp"] = json!(now - 3600);
+        }
+        _ => {}
+    }
+    let mut id_token = h.upstream.state.keys.sign("JWT", &claims).unwrap();
+    if fault == "signature" {
+        let mut parts: Vec<String> = id_token.split('.').map(str::to_owned).collect();
+        claims["sub"] = json!("someone-else");
+        parts[1] = tessera::crypto::b64url(serde_json::to_vec(&claims).unwrap());
+        id_token = parts.join(".");
+    }
+    Json(
+        json!({ "access_token": "at", "token_type": "Bearer", "expires_in": 300, "id_token": id_token }),
+    )
+}
+
+#[tokio::test]
+async fn id_tokens_with_a_wrong_nonce_audience_issuer_expiry_or_signature_are_refused() {
+    let up = Upstream::start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let hostile = Hostile {
+        base: base.clone(),
+        upstream: Arc::new(up.app),
+        fault: Arc::new(Mutex::new("none")),
+        nonces: Arc::default(),
+    };
+    let router = Router::new()
+        .route("/.well-known/openid-configuration", get(hostile_discovery))
+        .route("/authorize", get(hostile_authorize))
+        .route("/token", post(hostile_token))
+        .with_state(hostile.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let db = TestDb::new(&Backend::Sqlite).await;
+    let mut config = test_config(&db.url);
+    config.upstream.google.issuer = base;
+    config.upstream.google.client_id = "downstream".into();
+    config.upstream.google.client_secret = "secret".into();
+    let down = TestApp::start_with(config, "").await;
+    let issuer = down.issuer.clone();
+
+    for fault in ["nonce", "audience", "issuer", "expired", "signature"] {
+        *hostile.fault.lock().unwrap() = fault;
+        let browser = Browser::new(&down.issuer);
+        let (_, page) = browser
+            .walk(
+                &format!("{}/upstream/google/start", down.issuer),
+                &[],
+                |n| n.starts_with(&issuer) && !n.contains("/callback"),
+            )
+            .await;
+        assert_eq!(page.status, 400, "{fault}: {}", page.body);
+        assert!(page.has("could not accept"), "{fault}: {}", page.body);
+        assert!(!browser.signed_in().await, "{fault}: signed in");
+        assert!(
+            account_id(&down, "target@example.test").await.is_none(),
+            "{fault}: an account was made"
+        );
+    }
+    // The same provider with nothing wrong works, so the refusals above were for the faults.
+    *hostile.fault.lock().unwrap() = "none";
+    let browser = Browser::new(&down.issuer);
+    let (end, _) = browser
+        .walk(
+            &format!("{}/upstream/google/start", down.issuer),
+            &[],
+            |n| n.starts_with(&issuer) && !n.contains("/callback"),
+        )
+        .await;
+    assert!(end.ends_with("/account"), "{end}");
+    assert!(account_id(&down, "target@example.test").await.is_some());
+}
