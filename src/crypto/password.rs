@@ -22,8 +22,9 @@ pub struct Passwords {
     permits: Arc<Semaphore>,
     min_length: usize,
     /// A real hash of a random password with the same parameters: an unknown user's sign-in
-    /// is verified against it so it costs as much as a wrong password.
-    dummy: Arc<str>,
+    /// is verified against it so it costs as much as a wrong password. Made at the first
+    /// such sign-in rather than at start, so an idle server holds no argon2 memory.
+    dummy: Arc<tokio::sync::OnceCell<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,15 +48,11 @@ impl Passwords {
             0 => std::thread::available_parallelism().map_or(2, usize::from),
             n => n,
         };
-        let dummy = argon(&params)
-            .hash_password(super::secrets::random_token().as_bytes())
-            .map_err(|_| PasswordError::Hash)?
-            .to_string();
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(permits)),
             min_length: config.min_length,
-            dummy: dummy.into(),
+            dummy: Arc::new(tokio::sync::OnceCell::new()),
         })
     }
 
@@ -76,7 +73,10 @@ impl Passwords {
     /// password) it still spends the time of one verification and returns false.
     pub async fn verify(&self, password: &str, phc: Option<&str>) -> Result<bool, PasswordError> {
         let known = phc.is_some();
-        let phc = phc.map_or_else(|| self.dummy.to_string(), str::to_owned);
+        let phc = match phc {
+            Some(phc) => phc.to_owned(),
+            None => self.dummy_hash().await?,
+        };
         let password = password.to_owned();
         let params = self.params.clone();
         let ok = self
@@ -87,6 +87,14 @@ impl Passwords {
             })
             .await?;
         Ok(ok && known)
+    }
+
+    async fn dummy_hash(&self) -> Result<String, PasswordError> {
+        let dummy = self
+            .dummy
+            .get_or_try_init(|| async { self.hash(&super::secrets::random_token()).await })
+            .await?;
+        Ok(dummy.clone())
     }
 
     async fn blocking<T: Send + 'static>(
