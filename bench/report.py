@@ -21,7 +21,8 @@ for (scenario, conns) in sorted(by):
     cells = []
     for t in ["tessera-sqlite", "tessera-postgres", "peer", "ceiling"]:
         r = by[(scenario, conns)].get(t)
-        cells.append(f"{r['rps']:.0f} ({r['p50_ms']:.1f} / {r['p99_ms']:.1f})" + (f" [{r['errors']} err]" if r.get("errors") else "") if r else "—")
+        fmt = lambda v: "?" if v is None else f"{v:.1f}"
+        cells.append(f"{r['rps']:.0f} ({fmt(r['p50_ms'])} / {fmt(r['p99_ms'])})" + (f" [{r['errors']} err]" if r.get("errors") else "") if r else "—")
     peer = by[(scenario, conns)].get("peer")
     ratio = lambda t: (f"{by[(scenario, conns)][t]['rps'] / peer['rps']:.2f}×" if peer and t in by[(scenario, conns)] and peer["rps"] else "—")
     print(f"| {scenario} | {conns} | " + " | ".join(cells) + f" | {ratio('tessera-sqlite')} | {ratio('tessera-postgres')} |")

@@ -44,8 +44,10 @@ def ms(text):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}[unit]
 
 
-p50 = re.search(r"50%\s+(\S+)", out)
-p99 = re.search(r"99%\s+(\S+)", out)
+# Anchored to the "Latency Distribution" lines: "85.50%" in the thread-stats table would
+# otherwise match "50%".
+p50 = re.search(r"^\s+50%\s+(\S+)$", out, re.M)
+p99 = re.search(r"^\s+99%\s+(\S+)$", out, re.M)
 rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
 total = re.search(r"(\d+) requests in", out)
 non2xx = re.search(r"NON2XX (\d+)", out)
