@@ -13,6 +13,8 @@ use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::error::one_line;
+
 /// The file read when no `--config` is given; a missing default file is not an error.
 pub const DEFAULT_CONFIG_FILE: &str = "config/tessera.toml";
 
@@ -790,10 +792,6 @@ fn extract(figment: Figment, from_env: &[(String, String)]) -> Result<Config, Co
         }
     })?;
     config.validate()
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Maps `TESSERA_KEYS__ROTATE_AFTER` to `keys.rotate_after`, or `None` for variables that are

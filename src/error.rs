@@ -113,3 +113,8 @@ pub async fn not_found(headers: axum::http::HeaderMap) -> Response {
         AppError::NotFound.into_response()
     }
 }
+
+/// Collapses any white space, newlines included, to single spaces: for one-line messages.
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -13,7 +13,7 @@ use super::service::{AccountError, event};
 use super::{paths, redirect};
 use crate::state::AppState;
 use crate::store::{self, users::UserRow};
-use crate::web::pages::{PageError, PageForm, base_path, render};
+use crate::web::pages::{CsrfOnly, PageError, PageForm, base_path, render};
 use crate::web::session::{ClientInfo, SignedIn, WebSession};
 
 pub fn router() -> Router<AppState> {
@@ -348,12 +348,6 @@ async fn end_session_post(
         })
         .await?;
     Ok(redirect(paths::ACCOUNT))
-}
-
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf_token: String,
 }
 
 /// "Sign out everywhere": every session of the account, this one included.

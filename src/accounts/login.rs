@@ -12,7 +12,7 @@ use super::service::{AccountError, event};
 use super::{paths, redirect, safe_return_to};
 use crate::state::AppState;
 use crate::throttle::Limit;
-use crate::web::pages::{PageError, PageForm, base_path, render};
+use crate::web::pages::{CsrfOnly, PageError, PageForm, base_path, render};
 use crate::web::session::{ClientInfo, WebSession};
 
 pub fn router() -> Router<AppState> {
@@ -148,12 +148,6 @@ async fn login_post(
         Err(AccountError::Database(e)) => Err(e.into()),
         Err(_) => Err(PageError::internal("sign-in")),
     }
-}
-
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf_token: String,
 }
 
 async fn logout_post(

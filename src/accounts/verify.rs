@@ -15,7 +15,7 @@ use crate::state::AppState;
 use crate::store::tokens::{self, Unusable};
 use crate::store::users;
 use crate::throttle::Limit;
-use crate::web::pages::{PageError, PageForm, base_path, render};
+use crate::web::pages::{CsrfOnly, PageError, PageForm, base_path, render};
 use crate::web::session::{ClientInfo, WebSession};
 
 pub fn router() -> Router<AppState> {
@@ -104,12 +104,6 @@ async fn verify_post(
         .await
         .map_err(account_error)?;
     Ok(render(&VerifiedPage { base: base_path() }))
-}
-
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf_token: String,
 }
 
 async fn resend_post(

@@ -25,7 +25,7 @@ use crate::state::AppState;
 use crate::store::users::UserRow;
 use crate::store::{self, audit, identities, tokens, users};
 use crate::throttle::Limit;
-use crate::web::pages::{PageError, PageForm, base_path, render};
+use crate::web::pages::{CsrfOnly, PageError, PageForm, base_path, render};
 use crate::web::session::{ClientInfo, WebSession};
 use linking::{Decision, EmailMatch, Refusal, Situation};
 use providers::{Profile, Provider, Started};
@@ -333,7 +333,7 @@ async fn decide_and_act(
             Ok(continue_to(pending.return_to))
         }
         Decision::Link(user_id) => {
-            link(state, client, provider, &profile, &user_id).await?;
+            link_to_account(state, client, provider, &profile, &user_id).await?;
             if pending.link_to.is_some() {
                 session
                     .flash(format!(
@@ -416,7 +416,7 @@ async fn sign_in(
 }
 
 /// Links the identity and tells the account owner by email.
-async fn link(
+async fn link_to_account(
     state: &AppState,
     client: &ClientInfo,
     provider: &Provider,
@@ -757,7 +757,7 @@ async fn link_post(
         name: None,
         username: None,
     };
-    link_identity(&state, &client, &provider, &profile, &user.id).await?;
+    link_to_account(&state, &client, &provider, &profile, &user.id).await?;
     let _ = session.take::<PendingLink>(PENDING_LINK).await?;
     session
         .sign_in_with(&user.id, &["pwd", "fed"], Some(&provider.id), &client)
@@ -769,16 +769,6 @@ async fn link_post(
         ))
         .await?;
     Ok(continue_to(link.return_to))
-}
-
-async fn link_identity(
-    state: &AppState,
-    client: &ClientInfo,
-    provider: &Provider,
-    profile: &Profile,
-    user_id: &str,
-) -> Result<(), PageError> {
-    link(state, client, provider, profile, user_id).await
 }
 
 #[derive(Template)]
@@ -797,12 +787,6 @@ struct ConfirmHtml<'a> {
     provider: &'a str,
     link: &'a str,
     minutes: u64,
-}
-
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    #[serde(default)]
-    csrf_token: String,
 }
 
 /// Proof by a single-use link sent to the account's verified address.
@@ -961,7 +945,7 @@ async fn confirm_post(
         name: None,
         username: None,
     };
-    link_identity(&state, &client, &provider, &profile, &user_id).await?;
+    link_to_account(&state, &client, &provider, &profile, &user_id).await?;
     session
         .sign_in_with(&user_id, &["fed"], Some(&provider.id), &client)
         .await?;

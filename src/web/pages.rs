@@ -170,6 +170,13 @@ impl IntoResponse for PageError {
     }
 }
 
+/// A form that carries nothing but its CSRF token (sign out, resend, end all sessions…).
+#[derive(serde::Deserialize)]
+pub struct CsrfOnly {
+    #[serde(default)]
+    pub csrf_token: String,
+}
+
 /// A URL-encoded form; anything malformed becomes a friendly 400 page instead of axum's
 /// plain-text rejection.
 pub struct PageForm<T>(pub T);
