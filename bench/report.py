@@ -1,34 +1,201 @@
-"""Prints the benchmark results (results.jsonl) as a Markdown table, with ratios against the
-peer and against the machine's limits measured in the same run."""
+"""Turns a benchmark run (results.jsonl) into the tables of BENCHMARKS.md and a chart.
+
+usage: report.py RESULTS.jsonl [CHART.svg]
+
+Prints Markdown: every measurement side by side (Tessera on SQLite and PostgreSQL, the peer,
+the limits), the ratios, and each target of issue #6 with its verdict. Everything compared
+comes from the same run. With CHART.svg, also draws Tessera vs peer vs limit per scenario.
+"""
 import json
 import sys
 from collections import defaultdict
 
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+chart_path = sys.argv[2] if len(sys.argv) > 2 else None
+
 loads = [r for r in rows if "rps" in r]
 limits = {r["label"]: r for r in rows if r["label"].startswith("limit-")}
 rss = [r for r in rows if "rss_kb" in r]
+other = [r for r in rows if "rps" not in r and "rss_kb" not in r and not r["label"].startswith("limit-")]
 
+# by[(scenario, connections)][target] = measurement
 by = defaultdict(dict)
 for r in loads:
     target, _, scenario = r["label"].partition(" ")
     by[(scenario, r["connections"])][target] = r
 
-print("| scenario | conns | " + " | ".join(
-    f"{t} req/s (p50 / p99 ms)" for t in ["tessera-sqlite", "tessera-postgres", "peer", "ceiling"]) + " | sqlite ÷ peer | pg ÷ peer |")
-print("|" + " --- |" * 8)
-for (scenario, conns) in sorted(by):
-    cells = []
-    for t in ["tessera-sqlite", "tessera-postgres", "peer", "ceiling"]:
-        r = by[(scenario, conns)].get(t)
-        fmt = lambda v: "?" if v is None else f"{v:.1f}"
-        cells.append(f"{r['rps']:.0f} ({fmt(r['p50_ms'])} / {fmt(r['p99_ms'])})" + (f" [{r['errors']} err]" if r.get("errors") else "") if r else "—")
-    peer = by[(scenario, conns)].get("peer")
-    ratio = lambda t: (f"{by[(scenario, conns)][t]['rps'] / peer['rps']:.2f}×" if peer and t in by[(scenario, conns)] and peer["rps"] else "—")
-    print(f"| {scenario} | {conns} | " + " | ".join(cells) + f" | {ratio('tessera-sqlite')} | {ratio('tessera-postgres')} |")
+TARGETS = ["tessera-sqlite", "tessera-postgres", "peer"]
+rsa = limits.get("limit-rsa", {}).get("per_second")
+argon = limits.get("limit-argon2", {}).get("per_second")
 
-print()
+
+def get(scenario, conns, target):
+    return by.get((scenario, conns), {}).get(target)
+
+
+def fmt_ms(v):
+    return "?" if v is None else (f"{v:.2f}" if v < 10 else f"{v:.0f}")
+
+
+def cell(r):
+    if not r:
+        return "—"
+    text = f"{r['rps']:,.0f} ({fmt_ms(r['p50_ms'])} / {fmt_ms(r['p99_ms'])})"
+    return text + (f" [{r['errors']} err]" if r.get("errors") else "")
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}×" if a and b else "—"
+
+
+print("### Every measurement (req/s, p50 / p99 ms)\n")
+print("| scenario | conns | Tessera SQLite | Tessera PostgreSQL | peer | ceiling | SQLite ÷ peer | PG ÷ peer |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+for (scenario, conns) in sorted(by, key=lambda k: (k[0], k[1])):
+    if scenario == "static-json":
+        continue
+    group = by[(scenario, conns)]
+    peer = group.get("peer")
+    ceiling = get("static-json", conns, "ceiling") if scenario in ("discovery", "jwks") else None
+    print(
+        f"| {scenario} | {conns} | {cell(group.get('tessera-sqlite'))} | {cell(group.get('tessera-postgres'))} | "
+        f"{cell(peer)} | {cell(ceiling)} | "
+        f"{ratio(group.get('tessera-sqlite', {}).get('rps'), peer and peer['rps'])} | "
+        f"{ratio(group.get('tessera-postgres', {}).get('rps'), peer and peer['rps'])} |"
+    )
+
+print("\n### Limits measured in the same run\n")
 for label, r in limits.items():
-    print(f"- {label}: {r['per_second']:.0f}/s on {r['threads']} threads")
+    print(f"- {label}: {r['per_second']:,.0f}/s on {r['threads']} threads")
+for conns in sorted({c for (s, c) in by if s == "static-json"}):
+    r = get("static-json", conns, "ceiling")
+    print(f"- bare axum ceiling, {conns} connections: {r['rps']:,.0f} req/s")
+
+print("\n### Memory (resident)\n")
 for r in rss:
-    print(f"- {r['label']}: {r['rss_kb'] / 1024:.1f} MB resident")
+    print(f"- {r['label']}: {r['rss_kb'] / 1024:.1f} MB")
+
+if other:
+    print("\n### Other\n")
+    for r in other:
+        print(f"- {json.dumps(r)}")
+
+# ----- targets -------------------------------------------------------------------------------
+verdicts = []
+
+
+def target(name, value, bound, ok, unit="×"):
+    mark = "✔" if ok else "✘"
+    verdicts.append(f"| {name} | {value} | {bound} | {mark} |")
+
+
+conns_seen = sorted({c for (_, c) in by})
+for conns in conns_seen:
+    for t in ("tessera-sqlite", "tessera-postgres"):
+        db = "SQLite" if t.endswith("sqlite") else "PG"
+        for scenario in ("discovery", "jwks"):
+            me, peer, ceil = get(scenario, conns, t), get(scenario, conns, "peer"), get("static-json", conns, "ceiling")
+            if me and ceil:
+                v = me["rps"] / ceil["rps"]
+                target(f"{scenario} ÷ ceiling, {db}, c={conns}", f"{v:.2f}×", "≥ 0.7×", v >= 0.7)
+            if me and peer:
+                v = me["rps"] / peer["rps"]
+                target(f"{scenario} ÷ peer, {db}, c={conns}", f"{v:.2f}×", "≥ 4×", v >= 4)
+        me, peer = get("client_credentials", conns, t), get("client_credentials", conns, "peer")
+        if me and peer:
+            v = me["rps"] / peer["rps"]
+            target(f"client_credentials ÷ peer, {db}, c={conns}", f"{v:.2f}×", "≥ 1.2×", v >= 1.2)
+        if me and rsa:
+            v = me["rps"] / rsa
+            target(f"client_credentials ÷ RSA limit, {db}, c={conns}", f"{v:.2f}×", "≥ 0.6×", v >= 0.6)
+        me, peer = get("code_exchange", conns, t), get("code_exchange", conns, "peer")
+        if me and peer:
+            v = me["rps"] / peer["rps"]
+            target(f"code exchange ÷ peer, {db}, c={conns}", f"{v:.2f}×", "≥ 1.0×", v >= 1.0)
+        me = get("refresh", conns, t)
+        if me and rsa:
+            v = me["rps"] / (rsa / 2)
+            target(f"refresh ÷ (RSA limit ÷ 2 signatures), {db}, c={conns}", f"{v:.2f}×", "≥ 0.5×", v >= 0.5)
+        me, peer = get("introspection", conns, t), get("introspection", conns, "peer")
+        if me and peer:
+            v = me["rps"] / peer["rps"]
+            target(f"introspection ÷ peer, {db}, c={conns}", f"{v:.2f}×", "≥ 2×", v >= 2)
+        me = get("password_sign_in", conns, t)
+        if me and argon:
+            v = me["rps"] / argon
+            target(f"password sign-in ÷ argon2 limit, {db}, c={conns}", f"{v:.2f}×", "≥ 0.9×", v >= 0.9)
+for t in ("tessera-sqlite", "tessera-postgres"):
+    db = "SQLite" if t.endswith("sqlite") else "PG"
+    for scenario, bound in (("storm_jwks", 5), ("storm_token", 20)):
+        for conns in conns_seen:
+            me = get(scenario, conns, t)
+            if me and me["p99_ms"] is not None:
+                target(f"{scenario} p99 during the login storm, {db}", f"{me['p99_ms']:.1f} ms", f"< {bound} ms", me["p99_ms"] < bound)
+    idle = [r for r in rss if r["label"] == f"{t} idle rss"]
+    if idle:
+        mb = idle[0]["rss_kb"] / 1024
+        target(f"idle memory, {db}", f"{mb:.0f} MB", "< 30 MB", mb < 30)
+    loaded = [r["rss_kb"] / 1024 for r in rss if r["label"].startswith(t + " ") and "idle" not in r["label"]]
+    if loaded:
+        target(f"memory under load (max), {db}", f"{max(loaded):.0f} MB", "< 120 MB", max(loaded) < 120)
+for conns in conns_seen:
+    empty, full = get("code_exchange", conns, "tessera-postgres-empty"), get("code_exchange", conns, "tessera-postgres-10m")
+    if empty and full:
+        v = full["p99_ms"] / empty["p99_ms"]
+        target(f"exchange p99 with 10 M refresh tokens ÷ empty, c={conns}", f"{v:.2f}× ({full['p99_ms']:.1f} vs {empty['p99_ms']:.1f} ms)", "≤ 1.5×", v <= 1.5)
+
+if verdicts:
+    print("\n### Targets\n")
+    print("| target | measured | bound | |")
+    print("| --- | --- | --- | --- |")
+    print("\n".join(verdicts))
+
+# ----- chart ---------------------------------------------------------------------------------
+if chart_path:
+    import math
+
+    conns = 16 if 16 in conns_seen else (conns_seen[0] if conns_seen else 16)
+    scenarios = [
+        ("discovery", "ceiling"), ("jwks", "ceiling"), ("client_credentials", "rsa"),
+        ("code_exchange", "rsa/2"), ("refresh", "rsa/2"), ("userinfo", None),
+        ("introspection", None), ("password_sign_in", "argon2"),
+    ]
+    series = [("tessera-sqlite", "Tessera · SQLite", "#2b6cb0"), ("tessera-postgres", "Tessera · PostgreSQL", "#2f855a"),
+              ("peer", "oidc-provider (Node 24)", "#c05621"), ("limit", "physical limit", "#718096")]
+
+    def limit_of(kind):
+        ceiling = get("static-json", conns, "ceiling")
+        return {"ceiling": ceiling and ceiling["rps"], "rsa": rsa, "rsa/2": rsa and rsa / 2, "argon2": argon}.get(kind)
+
+    bars = []
+    for scenario, kind in scenarios:
+        values = [get(scenario, conns, t) and get(scenario, conns, t)["rps"] for t, _, _ in series[:3]]
+        values.append(limit_of(kind) if kind else None)
+        if any(values):
+            bars.append((scenario, values))
+    lo, hi = 10, 10 ** math.ceil(math.log10(max([v for _, vs in bars for v in vs if v] + [100])))
+    left, width, bar_h, gap = 170, 560, 9, 14
+    group_h = bar_h * len(series) + gap
+    height = 60 + group_h * len(bars) + 40
+    x = lambda v: left + width * (math.log10(max(v, lo)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 40}" height="{height}" font-family="sans-serif" font-size="11">',
+           f'<text x="{left}" y="18" font-size="13" font-weight="bold">Requests/s at {conns} connections (log scale), one run</text>']
+    for i, (_, label, colour) in enumerate(series):
+        out.append(f'<rect x="{left + i * 140}" y="28" width="10" height="10" fill="{colour}"/><text x="{left + i * 140 + 14}" y="37">{label}</text>')
+    decade = lo
+    while decade <= hi:
+        out.append(f'<line x1="{x(decade):.1f}" y1="50" x2="{x(decade):.1f}" y2="{height - 30}" stroke="#e2e8f0"/>')
+        out.append(f'<text x="{x(decade):.1f}" y="{height - 16}" text-anchor="middle">{decade:,}</text>')
+        decade *= 10
+    for g, (scenario, values) in enumerate(bars):
+        top = 56 + g * group_h
+        out.append(f'<text x="{left - 8}" y="{top + bar_h * 2 + 3}" text-anchor="end">{scenario.replace("_", " ")}</text>')
+        for i, v in enumerate(values):
+            if not v:
+                continue
+            y = top + i * bar_h
+            out.append(f'<rect x="{left}" y="{y}" width="{x(v) - left:.1f}" height="{bar_h - 1}" fill="{series[i][2]}"/>')
+            out.append(f'<text x="{x(v) + 3:.1f}" y="{y + bar_h - 2}" font-size="9">{v:,.0f}</text>')
+    out.append("</svg>")
+    with open(chart_path, "w") as f:
+        f.write("\n".join(out) + "\n")

@@ -7,6 +7,7 @@
 #   bash bench/run.sh                      # everything, 10 s per measurement, 16 and 64 connections
 #   BENCH_SECONDS=5 BENCH_CONNECTIONS="16" bash bench/run.sh
 #   BENCH_TARGETS="tessera-sqlite peer" bash bench/run.sh
+#   BENCH_TARGETS=scale bash bench/run.sh   # PostgreSQL with 1 M users and 10 M refresh tokens
 #
 # Needs: PostgreSQL at $BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres)
 # for the PostgreSQL half; npm for the peer. Nothing is sent beyond 127.0.0.1.
@@ -59,41 +60,115 @@ limits() {
   for c in $CONNS; do wrk_measure "ceiling static-json" "http://127.0.0.1:$port/" "$c"; done
 }
 
-tessera() {
-  local name=$1 db=$2
-  echo "== $name"
-  local dir="$WORK/$name" port; port=$(free_port); mkdir -p "$dir"
-  local iss="http://127.0.0.1:$port"
-  export TESSERA_DATABASE_URL=$db TESSERA_BIND="127.0.0.1:$port" TESSERA_ISSUER=$iss TESSERA_LOG_LEVEL=warn \
-    TESSERA_MAIL__OUTBOX="$dir/outbox" TESSERA_TOKENS__CODE_TTL=600s TESSERA_KEYS__PREPUBLISH=0 \
+# start_tessera NAME DATABASE_URL: starts Tessera on a free port and seeds a confidential client
+# and a user through the CLI. Sets ISS, PID, ID, SECRET and DIR.
+start_tessera() {
+  local name=$1 db=$2 port; port=$(free_port)
+  DIR="$WORK/$name"; mkdir -p "$DIR"
+  ISS="http://127.0.0.1:$port"
+  export TESSERA_DATABASE_URL=$db TESSERA_BIND="127.0.0.1:$port" TESSERA_ISSUER=$ISS TESSERA_LOG_LEVEL=warn \
+    TESSERA_MAIL__OUTBOX="$DIR/outbox" TESSERA_TOKENS__CODE_TTL=600s TESSERA_KEYS__PREPUBLISH=0 \
     TESSERA_THROTTLE__LOGINS_PER_IP=1000000000 TESSERA_THROTTLE__LOGIN_FAILURES_PER_ACCOUNT=1000000000
-  (cd "$dir" && exec "$BIN" serve >"$dir/log" 2>&1) & local pid=$!; PIDS+=($pid)
-  wait_for "$iss/healthz"
-  note_rss "$name idle" "$pid"
+  # The client and user first (the CLI applies the migrations), so a seeded database is ready
+  # before the server starts.
   local client; client=$("$BIN" client create --name Bench --redirect-uri http://127.0.0.1:1/cb \
     --grant-type authorization_code --grant-type refresh_token --grant-type client_credentials \
     --scope openid --scope profile --scope email --scope offline_access --scope api:read --json)
-  local id secret
-  id=$(echo "$client" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])')
-  secret=$(echo "$client" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')
+  ID=$(echo "$client" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_id"])')
+  SECRET=$(echo "$client" | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')
   echo 'bench passphrase for load' | "$BIN" user create --username bench --email bench@example.test --email-verified --password-stdin >/dev/null
-  for c in $CONNS; do
-    wrk_measure "$name discovery" "$iss/.well-known/openid-configuration" "$c"
-    wrk_measure "$name jwks" "$iss/.well-known/jwks.json" "$c"
-    wrk_measure "$name client_credentials" "$iss/token" "$c" POST "grant_type=client_credentials&scope=api:read" "$id:$secret"
-    "$DRV" prepare --issuer "$iss" --client "$id:$secret" --login "bench:bench passphrase for load" \
-      --codes "${BENCH_CODES:-6000}" --refresh "$((c * 2))" --out "$dir/work" >/dev/null
-    measure --label "$name code_exchange" --scenario exchange --url "$iss/token" --basic "$id:$secret" --items "$dir/work/codes.json" \
-      --form "grant_type=authorization_code&redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fcb&code_verifier=bench-verifier-bench-verifier-bench-verifier-0123456789" \
-      --connections "$c"
-    measure --label "$name refresh" --scenario refresh --url "$iss/token" --basic "$id:$secret" --items "$dir/work/refresh.json" --connections "$c"
-    wrk_measure "$name userinfo" "$iss/userinfo" "$c" GET "" "" "$(cat "$dir/work/access_token")"
-    wrk_measure "$name introspection" "$iss/introspect" "$c" POST "token=$(cat "$dir/work/access_token")" "$id:$secret"
-    measure --label "$name password_sign_in" --scenario login --url "$iss/login" --login "bench:bench passphrase for load" --connections "$c"
-    note_rss "$name after c=$c" "$pid"
-  done
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+  if [ -n "${SEED:-}" ]; then "$SEED"; fi
+  (cd "$DIR" && exec "$BIN" serve >"$DIR/log" 2>&1) & PID=$!; PIDS+=($PID)
+  wait_for "$ISS/healthz"
+  note_rss "$name idle" "$PID"
+}
+
+stop_tessera() {
+  kill "$PID"; wait "$PID" 2>/dev/null || true
   unset TESSERA_DATABASE_URL TESSERA_BIND TESSERA_ISSUER
+}
+
+# exchange_and_refresh NAME CONNECTIONS: mints codes through the real pages, then measures the
+# code exchange and refresh rotation.
+exchange_and_refresh() {
+  local name=$1 c=$2
+  "$DRV" prepare --issuer "$ISS" --client "$ID:$SECRET" --login "bench:bench passphrase for load" \
+    --codes "${BENCH_CODES:-6000}" --refresh "$((c * 2))" --out "$DIR/work" >/dev/null
+  measure --label "$name code_exchange" --scenario exchange --url "$ISS/token" --basic "$ID:$SECRET" --items "$DIR/work/codes.json" \
+    --form "grant_type=authorization_code&redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fcb&code_verifier=bench-verifier-bench-verifier-bench-verifier-0123456789" \
+    --connections "$c"
+  measure --label "$name refresh" --scenario refresh --url "$ISS/token" --basic "$ID:$SECRET" --items "$DIR/work/refresh.json" --connections "$c"
+}
+
+tessera() {
+  local name=$1
+  echo "== $name"
+  start_tessera "$name" "$2"
+  for c in $CONNS; do
+    wrk_measure "$name discovery" "$ISS/.well-known/openid-configuration" "$c"
+    wrk_measure "$name jwks" "$ISS/.well-known/jwks.json" "$c"
+    wrk_measure "$name client_credentials" "$ISS/token" "$c" POST "grant_type=client_credentials&scope=api:read" "$ID:$SECRET"
+    exchange_and_refresh "$name" "$c"
+    wrk_measure "$name userinfo" "$ISS/userinfo" "$c" GET "" "" "$(cat "$DIR/work/access_token")"
+    wrk_measure "$name introspection" "$ISS/introspect" "$c" POST "token=$(cat "$DIR/work/access_token")" "$ID:$SECRET"
+    measure --label "$name password_sign_in" --scenario login --url "$ISS/login" --login "bench:bench passphrase for load" --connections "$c"
+    note_rss "$name after c=$c" "$PID"
+  done
+  # The login storm: password sign-ins flat out (16 connections) while JWKS and
+  # client_credentials requests, paced at a steady rate, are measured alongside.
+  echo "-- $name login storm"
+  measure --label "$name storm_login" --scenario login --url "$ISS/login" --login "bench:bench passphrase for load" --connections 16 &
+  local storm=$!
+  sleep 1
+  "$DRV" load --seconds "$((SECS - 2))" --label "$name storm_jwks" --scenario get --url "$ISS/.well-known/jwks.json" \
+    --connections 4 --rate 400 | tee -a "$RESULTS" & local jwks=$!
+  "$DRV" load --seconds "$((SECS - 2))" --label "$name storm_token" --scenario post --url "$ISS/token" --basic "$ID:$SECRET" \
+    --form "grant_type=client_credentials&scope=api:read" --connections 4 --rate 100 | tee -a "$RESULTS" & local tok=$!
+  wait "$storm" "$jwks" "$tok" || true
+  note_rss "$name after storm" "$PID"
+  stop_tessera
+}
+
+# Scale: the code exchange and refresh on PostgreSQL against an empty database and against one
+# already holding BENCH_USERS users and BENCH_REFRESH_ROWS refresh tokens (30% of them expired),
+# then a sweep of the expired rows while an exchange load runs.
+seed_scale() {
+  echo "-- seeding $BENCH_USERS users and $BENCH_REFRESH_ROWS refresh tokens"
+  local started=$SECONDS
+  psql "$TESSERA_DATABASE_URL" -v ON_ERROR_STOP=1 -q -v users="$BENCH_USERS" -v tokens="$BENCH_REFRESH_ROWS" \
+    -v client="$ID" -f bench/seed-scale.sql
+  echo "{\"label\":\"tessera-postgres-10m seed\",\"seconds\":$((SECONDS - started)),\"users\":$BENCH_USERS,\"refresh_rows\":$BENCH_REFRESH_ROWS}" | tee -a "$RESULTS"
+}
+
+scale() {
+  local c=${BENCH_SCALE_CONNECTIONS:-16}
+  BENCH_USERS=${BENCH_USERS:-1000000} BENCH_REFRESH_ROWS=${BENCH_REFRESH_ROWS:-10000000}
+  for phase in empty 10m; do
+    local name="tessera-postgres-$phase" db="tessera_scale_${phase}_$$"
+    echo "== $name"
+    psql "$PG" -qc "CREATE DATABASE $db" >/dev/null
+    if [ "$phase" = 10m ]; then SEED=seed_scale; else SEED=; fi
+    start_tessera "$name" "${PG%/*}/$db"
+    SEED=
+    exchange_and_refresh "$name" "$c"
+    if [ "$phase" = 10m ]; then
+      local rows; rows=$(psql "${PG%/*}/$db" -tAc "SELECT COUNT(*) FROM refresh_tokens")
+      echo "-- sweeping expired rows during an exchange load ($rows refresh tokens)"
+      "$DRV" prepare --issuer "$ISS" --client "$ID:$SECRET" --login "bench:bench passphrase for load" \
+        --codes "${BENCH_CODES:-6000}" --refresh 2 --out "$DIR/work" >/dev/null
+      measure --label "$name code_exchange_during_sweep" --scenario exchange --url "$ISS/token" --basic "$ID:$SECRET" \
+        --items "$DIR/work/codes.json" --connections "$c" \
+        --form "grant_type=authorization_code&redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fcb&code_verifier=bench-verifier-bench-verifier-bench-verifier-0123456789" &
+      local load=$!
+      local swept; swept=$("$BIN" sweep --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["deleted"], round(d["seconds"], 1))')
+      wait "$load" || true
+      local after; after=$(psql "${PG%/*}/$db" -tAc "SELECT COUNT(*) FROM refresh_tokens")
+      echo "{\"label\":\"$name sweep\",\"rows_before\":$rows,\"deleted\":${swept% *},\"seconds\":${swept#* },\"rows_after\":$after}" | tee -a "$RESULTS"
+    fi
+    note_rss "$name after" "$PID"
+    stop_tessera
+    psql "$PG" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+  done
 }
 
 peer() {
@@ -126,6 +201,7 @@ for target in $TARGETS; do
   case $target in
     limits) limits ;;
     tessera-sqlite) tessera tessera-sqlite "sqlite://$WORK/bench.db" ;;
+    scale) scale ;;
     tessera-postgres)
       name="tessera_bench_$$"
       psql "$PG" -qc "CREATE DATABASE $name" >/dev/null
@@ -138,4 +214,4 @@ for target in $TARGETS; do
 done
 
 echo "== summary"
-python3 bench/report.py "$RESULTS"
+python3 bench/report.py "$RESULTS" "$OUT/chart.svg"

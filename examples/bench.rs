@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 
 fn usage() -> ! {
     eprintln!(
-        "usage:\n  bench load --scenario get|post|bearer|exchange|refresh|login --url URL [--connections N] [--seconds S] [--max-requests N]\n             [--basic ID:SECRET] [--form 'a=1&b=2'] [--token T] [--items FILE] [--login USER:PASSWORD] [--label L]\n  bench limit rsa|argon2 [--seconds S] [--threads N]\n  bench ceiling --port P\n  bench prepare --issuer URL --client ID:SECRET --login USER:PASSWORD --codes N --refresh N --out DIR"
+        "usage:\n  bench load --scenario get|post|bearer|exchange|refresh|login --url URL [--connections N] [--seconds S] [--max-requests N] [--rate R]\n             [--basic ID:SECRET] [--form 'a=1&b=2'] [--token T] [--items FILE] [--login USER:PASSWORD] [--label L]\n  bench limit rsa|argon2 [--seconds S] [--threads N]\n  bench ceiling --port P\n  bench prepare --issuer URL --client ID:SECRET --login USER:PASSWORD --codes N --refresh N --out DIR"
     );
     std::process::exit(2)
 }
@@ -76,6 +76,12 @@ async fn load(a: &Args) {
     let connections = a.num("--connections", 16);
     let seconds = a.num("--seconds", 10);
     let max_requests = a.num("--max-requests", 5_000_000);
+    // --rate R paces the whole load at R requests/s (spread over the connections), for loads
+    // measured beside another one (the login storm); without it every connection goes flat out.
+    let pace = a.get("--rate").map(|r| {
+        let rate: f64 = r.parse().unwrap_or_else(|_| usage());
+        Duration::from_secs_f64(connections as f64 / rate)
+    });
     let basic = a.get("--basic").map(|b| {
         let (id, secret) = b.split_once(':').unwrap_or_else(|| usage());
         (id.to_owned(), secret.to_owned())
@@ -115,7 +121,15 @@ async fn load(a: &Args) {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
             // A refresh chain: this connection's current refresh token.
             let mut chain: Option<String> = None;
+            let mut ticker = pace.map(|p| {
+                let mut t = tokio::time::interval(p);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            });
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if let Some(t) = ticker.as_mut() {
+                    t.tick().await;
+                }
                 if issued.fetch_add(1, Ordering::Relaxed) >= max_requests {
                     break;
                 }
@@ -301,11 +315,11 @@ fn limit(a: &Args) {
     );
 }
 
-/// The HTTP ceiling: a bare axum handler serving a static JSON document.
+/// The HTTP ceiling: a bare axum handler serving a static JSON document of the size of a
+/// discovery document (~1.4 KB), so the two differ only in what the server does per request.
 async fn ceiling(a: &Args) {
     let port = a.num("--port", 9099);
-    let doc: &'static str =
-        r#"{"issuer":"http://127.0.0.1:9099","jwks_uri":"http://127.0.0.1:9099/jwks"}"#;
+    let doc: &'static str = CEILING_DOCUMENT;
     let app = axum::Router::new().route(
         "/",
         axum::routing::get(move || async move { ([("content-type", "application/json")], doc) }),
@@ -315,6 +329,8 @@ async fn ceiling(a: &Args) {
         .unwrap();
     axum::serve(listener, app).await.unwrap();
 }
+
+const CEILING_DOCUMENT: &str = r#"{"issuer":"http://127.0.0.1:9099","authorization_endpoint":"http://127.0.0.1:9099/authorize","token_endpoint":"http://127.0.0.1:9099/token","userinfo_endpoint":"http://127.0.0.1:9099/userinfo","jwks_uri":"http://127.0.0.1:9099/.well-known/jwks.json","registration_endpoint":null,"scopes_supported":["openid","profile","email","offline_access"],"response_types_supported":["code"],"response_modes_supported":["query"],"grant_types_supported":["authorization_code","refresh_token","client_credentials"],"subject_types_supported":["public"],"id_token_signing_alg_values_supported":["RS256"],"token_endpoint_auth_methods_supported":["client_secret_basic","client_secret_post","none"],"claims_supported":["sub","iss","aud","exp","iat","auth_time","nonce","name","preferred_username","email","email_verified"],"code_challenge_methods_supported":["S256"],"revocation_endpoint":"http://127.0.0.1:9099/revoke","introspection_endpoint":"http://127.0.0.1:9099/introspect","end_session_endpoint":"http://127.0.0.1:9099/logout","authorization_response_iss_parameter_supported":true,"request_parameter_supported":false,"request_uri_parameter_supported":false,"claims_parameter_supported":false,"frontchannel_logout_supported":false,"backchannel_logout_supported":false,"ui_locales_supported":["en"]}"#;
 
 /// The fixed PKCE verifier of every benchmark code (the exchange sends it).
 const VERIFIER: &str = "bench-verifier-bench-verifier-bench-verifier-0123456789";

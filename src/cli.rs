@@ -37,6 +37,8 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate(Output),
+    /// Delete expired rows now (the server also does this every 10 minutes).
+    Sweep(Output),
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -228,6 +230,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         match command {
             Command::Serve => serve(config).await,
             Command::Migrate(out) => migrate(config, out).await,
+            Command::Sweep(out) => sweep(config, out).await,
             Command::Keys(KeysCommand::List(out)) => keys_list(config, out).await,
             Command::Keys(KeysCommand::Rotate(out)) => keys_rotate(config, out).await,
             Command::User(command) => user(config, command).await,
@@ -266,6 +269,22 @@ async fn migrate(config: Config, out: Output) -> Result<(), Failure> {
         print_json(&serde_json::json!({ "applied": applied }));
     } else {
         println!("database is up to date ({applied} migration(s) applied)");
+    }
+    Ok(())
+}
+
+async fn sweep(config: Config, out: Output) -> Result<(), Failure> {
+    let store = open(&config).await?;
+    let started = std::time::Instant::now();
+    let rows = crate::housekeeping::sweep(&store)
+        .await
+        .map_err(Failure::runtime)?;
+    let seconds = started.elapsed().as_secs_f64();
+    store.close().await;
+    if out.json {
+        print_json(&serde_json::json!({ "deleted": rows, "seconds": seconds }));
+    } else {
+        println!("deleted {rows} expired row(s) in {seconds:.1} s");
     }
     Ok(())
 }

@@ -1,5 +1,9 @@
-//! Periodic clean-up of expired rows (sessions, links, codes, refresh tokens, revoked jtis). Every statement is an idempotent `DELETE … WHERE
-//! expired`, so any number of replicas can run it at once.
+//! Periodic clean-up of expired rows (sessions, links, codes, refresh tokens, revoked jtis).
+//!
+//! Rows go in batches of [`BATCH`], each batch its own short transaction, so a table with
+//! millions of expired rows never holds SQLite's one writer (or a PostgreSQL transaction) for
+//! long: requests interleave with the sweep. Every batch is an idempotent `DELETE … WHERE
+//! expired`, so any number of replicas can sweep at once.
 
 use std::time::Duration;
 
@@ -10,15 +14,65 @@ use crate::store::{self, Store};
 /// How often expired rows are swept.
 pub const INTERVAL: Duration = Duration::from_secs(600);
 
-/// Deletes expired sessions and one-time tokens; returns how many rows went.
+/// Rows deleted per transaction.
+pub const BATCH: i64 = 5_000;
+
+/// A table the sweeper keeps bounded: its key column, and how long past `expires_at` a row is
+/// kept.
+struct Expiring {
+    table: &'static str,
+    key: &'static str,
+    grace: i64,
+}
+
+const EXPIRING: &[Expiring] = &[
+    Expiring {
+        table: "sessions",
+        key: "id",
+        grace: 0,
+    },
+    // A used link stays a day, so a second click says "already used" rather than "unknown".
+    Expiring {
+        table: "one_time_tokens",
+        key: "token_hash",
+        grace: 86_400,
+    },
+    // A code stays an hour past expiry, so a late replay still revokes its grant.
+    Expiring {
+        table: "auth_codes",
+        key: "code_hash",
+        grace: 3_600,
+    },
+    Expiring {
+        table: "refresh_tokens",
+        key: "token_hash",
+        grace: 0,
+    },
+    Expiring {
+        table: "revoked_jti",
+        key: "jti",
+        grace: 0,
+    },
+];
+
+/// Deletes every expired row, batch by batch; returns how many rows went.
 pub async fn sweep(store: &Store) -> Result<u64, sqlx::Error> {
     let now = store::now_unix();
-    let mut tx = store.begin_write().await?;
-    let sessions = store::sessions::sweep(&mut tx, now).await?;
-    let tokens = store::tokens::sweep(&mut tx, now).await?;
-    let grants = store::grants::sweep(&mut tx, now).await?;
-    tx.commit().await?;
-    Ok(sessions + tokens + grants)
+    let mut total = 0;
+    for t in EXPIRING {
+        loop {
+            let mut tx = store.begin_write().await?;
+            let n = store::delete_expired(&mut tx, t.table, t.key, now - t.grace, BATCH).await?;
+            tx.commit().await?;
+            total += n;
+            if n < u64::try_from(BATCH).unwrap_or(u64::MAX) {
+                break;
+            }
+            // Let waiting writers in between batches.
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(total)
 }
 
 pub fn spawn(store: Store, stop: CancellationToken) -> tokio::task::JoinHandle<()> {

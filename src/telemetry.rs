@@ -48,6 +48,20 @@ pub fn prometheus() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
+            // Histogram samples queue in the recorder until upkeep folds them into buckets; a
+            // server nobody scrapes would otherwise keep every sample (8 bytes a request).
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("tessera-metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                });
+            if spawned.is_err() {
+                tracing::warn!("could not start the metrics upkeep thread");
+            }
             handle
         })
         .clone()

@@ -1,7 +1,14 @@
-//! Passwords: argon2id PHC strings, hashed on the blocking pool with bounded concurrency, and
-//! the password policy.
+//! Passwords: argon2id PHC strings, hashed on a small pool of low-priority threads, and the
+//! password policy.
+//!
+//! Each argon2id hash is ~15 ms of one core. A burst of sign-ins must not slow the cheap
+//! requests (JWKS, token, userinfo) served beside it, so hashes run on their own threads
+//! (one per permitted concurrent hash) at a lower scheduling priority (nice ≈ 10): when the
+//! async workers have work the kernel runs them first, and when they are idle the hashes take
+//! every core. A semaphore admits at most one hash per thread, so a request that is dropped
+//! while it waits (the client went away) never starts one.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -16,10 +23,14 @@ const COMMON: &str = include_str!("common_passwords.txt");
 /// to make the server hash megabytes.
 pub const MAX_LENGTH: usize = 256;
 
+/// Work for the hashing threads.
+type Job = Box<dyn FnOnce() + Send>;
+
 #[derive(Clone)]
 pub struct Passwords {
     params: Params,
     permits: Arc<Semaphore>,
+    pool: mpsc::Sender<Job>,
     min_length: usize,
     /// A real hash of a random password with the same parameters: an unknown user's sign-in
     /// is verified against it so it costs as much as a wrong password. Made at the first
@@ -51,6 +62,7 @@ impl Passwords {
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(permits)),
+            pool: hashing_threads(permits)?,
             min_length: config.min_length,
             dummy: Arc::new(tokio::sync::OnceCell::new()),
         })
@@ -106,9 +118,12 @@ impl Passwords {
             .acquire()
             .await
             .map_err(|_| PasswordError::Pool)?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|_| PasswordError::Pool)
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(work());
+        });
+        self.pool.send(job).map_err(|_| PasswordError::Pool)?;
+        result.await.map_err(|_| PasswordError::Pool)
     }
 
     /// Checks the policy; `Err` carries a sentence for the person choosing the password.
@@ -138,6 +153,41 @@ impl Passwords {
         }
         Ok(())
     }
+}
+
+/// Starts `n` hashing threads at a lower priority, fed by one queue. They end when every
+/// `Passwords` (every sender) is gone.
+fn hashing_threads(n: usize) -> Result<mpsc::Sender<Job>, PasswordError> {
+    let (jobs, queue) = mpsc::channel::<Job>();
+    let queue = Arc::new(Mutex::new(queue));
+    for i in 0..n {
+        let queue = queue.clone();
+        std::thread::Builder::new()
+            .name(format!("tessera-argon2-{i}"))
+            .spawn(move || {
+                // Crossplatform 25 of 0..=99 maps to nice ≈ 10 on Linux. Lowering one's own
+                // priority needs no privilege; if the platform refuses, hashing still works.
+                let lower = thread_priority::ThreadPriorityValue::try_from(25u8)
+                    .map(thread_priority::ThreadPriority::Crossplatform);
+                if let Ok(priority) = lower
+                    && let Err(error) = thread_priority::set_current_thread_priority(priority)
+                {
+                    tracing::debug!(?error, "could not lower the hashing thread's priority");
+                }
+                loop {
+                    let job = match queue.lock() {
+                        Ok(queue) => queue.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            })
+            .map_err(|_| PasswordError::Pool)?;
+    }
+    Ok(jobs)
 }
 
 fn argon(params: &Params) -> Argon2<'static> {

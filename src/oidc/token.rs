@@ -171,18 +171,20 @@ struct Grant<'a> {
 }
 
 impl Grant<'_> {
-    /// An ID token beside `access` when the issued `scope` includes `openid`.
-    fn id_token(
+    /// Signs the access token and, when the issued `scope` includes `openid`, an ID token
+    /// beside it. Called after the grant's transaction has committed, so the RSA signatures
+    /// never hold the database writer (SQLite's only one).
+    fn sign(
         &self,
         state: &AppState,
-        scope: &str,
+        access: &tokens::AccessClaims,
         nonce: Option<&str>,
-        access: &tokens::AccessToken,
         now: i64,
-    ) -> Result<Option<String>, crate::crypto::keys::KeyError> {
-        let scopes: Vec<&str> = scope.split(' ').collect();
+    ) -> Result<(String, Option<String>), crate::crypto::keys::KeyError> {
+        let access_token = access.sign(&state.keys)?;
+        let scopes: Vec<&str> = access.scope.split(' ').collect();
         if !scopes.contains(&"openid") {
-            return Ok(None);
+            return Ok((access_token, None));
         }
         let input = IdTokenInput {
             user: self.user,
@@ -193,10 +195,11 @@ impl Grant<'_> {
             amr: self.amr,
             sid: self.sid,
             idp: self.idp,
-            access_token: &access.token,
+            access_token: &access_token,
             now,
         };
-        tokens::id_token(&state.keys, &state.config, &input).map(Some)
+        let id_token = tokens::id_token(&state.keys, &state.config, &input)?;
+        Ok((access_token, Some(id_token)))
     }
 
     /// Stores a new refresh token of the family (beside `access`) and returns it.
@@ -205,7 +208,7 @@ impl Grant<'_> {
         tx: &mut sqlx::AnyConnection,
         state: &AppState,
         family_expires_at: i64,
-        access: &tokens::AccessToken,
+        access: &tokens::AccessClaims,
         now: i64,
     ) -> Result<String, sqlx::Error> {
         let token = random_token();
@@ -292,15 +295,14 @@ async fn exchange_code(
     let user = users::by_id(&mut tx, &row.user_id)
         .await?
         .ok_or_else(|| grant_error("the account no longer exists"))?;
-    let access = tokens::access_token(
-        &state.keys,
+    let access = tokens::AccessClaims::new(
         &state.config,
         &user.id,
         &client.id,
         &row.scopes,
         Some(row.auth_time),
         now,
-    )?;
+    );
     grants::note_code_access_token(&mut tx, &code_hash, &access.jti, access.exp).await?;
     let grant = Grant {
         family_id: &row.grant_id,
@@ -312,7 +314,6 @@ async fn exchange_code(
         sid: &row.sid,
         idp: &row.idp,
     };
-    let id_token = grant.id_token(state, &row.scopes, row.nonce.as_deref(), &access, now)?;
     let offline = row.scopes.split(' ').any(|s| s == "offline_access");
     let refresh_token = if offline && client.allows_grant("refresh_token") {
         let max =
@@ -338,8 +339,9 @@ async fn exchange_code(
     )
     .await?;
     tx.commit().await?;
+    let (access_token, id_token) = grant.sign(state, &access, row.nonce.as_deref(), now)?;
     Ok(TokenResponse {
-        access_token: access.token,
+        access_token,
         token_type: "Bearer",
         expires_in: access.exp - now,
         scope: row.scopes,
@@ -403,15 +405,14 @@ async fn refresh(
     let user = users::by_id(&mut tx, &user_id)
         .await?
         .ok_or_else(|| grant_error("the account no longer exists"))?;
-    let access = tokens::access_token(
-        &state.keys,
+    let access = tokens::AccessClaims::new(
         &state.config,
         &user.id,
         &client.id,
         &scope,
         Some(row.auth_time),
         now,
-    )?;
+    );
     let grant = Grant {
         family_id: &row.family_id,
         client,
@@ -422,7 +423,6 @@ async fn refresh(
         sid: &row.sid,
         idp: &row.idp,
     };
-    let id_token = grant.id_token(state, &scope, None, &access, now)?;
     let next = grant
         .issue_refresh(&mut tx, state, row.family_expires_at, &access, now)
         .await?;
@@ -433,8 +433,9 @@ async fn refresh(
     )
     .await?;
     tx.commit().await?;
+    let (access_token, id_token) = grant.sign(state, &access, None, now)?;
     Ok(TokenResponse {
-        access_token: access.token,
+        access_token,
         token_type: "Bearer",
         expires_in: access.exp - now,
         scope,
@@ -473,15 +474,9 @@ async fn client_credentials(
     }
     let scope = scopes.join(" ");
     let now = store::now_unix();
-    let access = tokens::access_token(
-        &state.keys,
-        &state.config,
-        &client.id,
-        &client.id,
-        &scope,
-        None,
-        now,
-    )?;
+    let access =
+        tokens::AccessClaims::new(&state.config, &client.id, &client.id, &scope, None, now);
+    let access_token = access.sign(&state.keys)?;
     let mut tx = state.store.begin_write().await?;
     audit::insert(
         &mut tx,
@@ -497,7 +492,7 @@ async fn client_credentials(
     .await?;
     tx.commit().await?;
     Ok(TokenResponse {
-        access_token: access.token,
+        access_token,
         token_type: "Bearer",
         expires_in: access.exp - now,
         scope,

@@ -24,41 +24,35 @@ pub struct AccessClaims {
     pub auth_time: Option<i64>,
 }
 
-pub struct AccessToken {
-    pub token: String,
-    pub jti: String,
-    pub exp: i64,
-}
+impl AccessClaims {
+    /// The claims of a new access token for `sub` (a user id, or the client's id for client
+    /// credentials), with a fresh `jti`. Built before signing so the grant can be stored and
+    /// committed first, and the signature made without holding the database writer.
+    pub fn new(
+        config: &Config,
+        sub: &str,
+        client_id: &str,
+        scope: &str,
+        auth_time: Option<i64>,
+        now: i64,
+    ) -> Self {
+        Self {
+            iss: config.issuer.clone(),
+            sub: sub.to_owned(),
+            aud: config.issuer.clone(),
+            exp: now + i64::try_from(config.tokens.access_token_ttl.as_secs()).unwrap_or(900),
+            iat: now,
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+            client_id: client_id.to_owned(),
+            scope: scope.to_owned(),
+            auth_time,
+        }
+    }
 
-/// Signs an access token for `sub` (a user id, or the client's id for client credentials).
-pub fn access_token(
-    keys: &KeyRing,
-    config: &Config,
-    sub: &str,
-    client_id: &str,
-    scope: &str,
-    auth_time: Option<i64>,
-    now: i64,
-) -> Result<AccessToken, KeyError> {
-    let exp = now + i64::try_from(config.tokens.access_token_ttl.as_secs()).unwrap_or(900);
-    let jti = uuid::Uuid::new_v4().simple().to_string();
-    let claims = AccessClaims {
-        iss: config.issuer.clone(),
-        sub: sub.to_owned(),
-        aud: config.issuer.clone(),
-        exp,
-        iat: now,
-        jti: jti.clone(),
-        client_id: client_id.to_owned(),
-        scope: scope.to_owned(),
-        auth_time,
-    };
-    // RFC 9068 §2.1: typ "at+jwt", so an access token cannot pass for an ID token.
-    Ok(AccessToken {
-        token: keys.sign("at+jwt", &claims)?,
-        jti,
-        exp,
-    })
+    pub fn sign(&self, keys: &KeyRing) -> Result<String, KeyError> {
+        // RFC 9068 §2.1: typ "at+jwt", so an access token cannot pass for an ID token.
+        keys.sign("at+jwt", self)
+    }
 }
 
 /// Claims of an ID token (OIDC Core §2, §3.1.3.6, §5.1).

@@ -407,23 +407,3 @@ pub async fn is_jti_revoked(conn: &mut AnyConnection, jti: &str) -> Result<bool,
             .await?;
     Ok(found.is_some())
 }
-
-/// Deletes expired codes, refresh tokens and revoked-jti entries.
-pub async fn sweep(conn: &mut AnyConnection, now: i64) -> Result<u64, sqlx::Error> {
-    let mut n = sqlx::query("DELETE FROM auth_codes WHERE expires_at < $1")
-        .bind(now - 3600)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    n += sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < $1")
-        .bind(now)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    n += sqlx::query("DELETE FROM revoked_jti WHERE expires_at < $1")
-        .bind(now)
-        .execute(conn)
-        .await?
-        .rows_affected();
-    Ok(n)
-}

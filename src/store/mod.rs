@@ -10,6 +10,14 @@
 //! pool for writes and opens write transactions with `BEGIN IMMEDIATE` (a deferred transaction
 //! that upgrades to a write can fail with `SQLITE_BUSY` without waiting). On PostgreSQL both
 //! pools are the same pool.
+//!
+//! Every write goes through a [`WriteTx`], whose `commit` returns only once the commit is
+//! durable. On SQLite that is a group commit (see [`durable`]): transactions commit without an
+//! fsync of their own, and one `fdatasync` of the write-ahead log then covers every commit
+//! made before it started, so concurrent requests share the flush instead of queueing for one
+//! each.
+
+mod durable;
 
 pub mod audit;
 pub mod clients;
@@ -20,13 +28,14 @@ pub mod sessions;
 pub mod tokens;
 pub mod users;
 
-use std::path::Path;
-use std::sync::Once;
+use std::ops::{Deref, DerefMut};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 
 use crate::config::{Config, DatabaseKind};
 use crate::error::one_line;
@@ -34,9 +43,11 @@ use crate::error::one_line;
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
-/// Pragmas set on every SQLite connection. WAL lets readers run beside the writer;
-/// `synchronous = FULL` makes every commit durable before it is acknowledged.
-const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+/// Pragmas set on every SQLite connection. WAL lets readers run beside the writer.
+/// `synchronous = NORMAL` leaves the per-commit fsync to [`WriteTx::commit`], which waits for a
+/// shared `fdatasync` of the log ([`durable::WalSync`]); SQLite itself still syncs the log
+/// before and the database after every checkpoint, so a crash can never corrupt the file.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
      PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
 
 #[derive(Clone, Debug)]
@@ -44,6 +55,44 @@ pub struct Store {
     reader: AnyPool,
     writer: AnyPool,
     kind: DatabaseKind,
+    /// SQLite only: the group commit over the write-ahead log.
+    wal: Option<Arc<durable::WalSync>>,
+}
+
+/// A write transaction. It derefs to the connection, so the store's functions take it as
+/// `&mut tx`; [`WriteTx::commit`] returns once the commit is durable.
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    wal: Option<Arc<durable::WalSync>>,
+}
+
+impl WriteTx {
+    /// Commits, and on SQLite waits until a flush of the write-ahead log covers the commit:
+    /// a success answered to a client is never lost, even to a power cut.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await?;
+        if let Some(wal) = self.wal {
+            wal.sync().await.map_err(sqlx::Error::Io)?;
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
 }
 
 /// Why the store could not be opened at start-up.
@@ -68,9 +117,12 @@ impl Store {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
 
         let kind = config.database_kind();
-        let url = match kind {
-            DatabaseKind::Sqlite => sqlite_url(&config.database_url)?,
-            DatabaseKind::Postgres => config.database_url.clone(),
+        let (url, wal) = match kind {
+            DatabaseKind::Sqlite => {
+                let (url, file) = sqlite_url(&config.database_url)?;
+                (url, file.map(|f| Arc::new(durable::WalSync::new(f))))
+            }
+            DatabaseKind::Postgres => (config.database_url.clone(), None),
         };
         let connect_error = |e: sqlx::Error| OpenError::Connect {
             url: redact_url(&config.database_url),
@@ -126,6 +178,7 @@ impl Store {
             reader,
             writer,
             kind,
+            wal,
         })
     }
 
@@ -185,11 +238,15 @@ impl Store {
     }
 
     /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite, see the module docs).
-    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
-        match self.kind {
-            DatabaseKind::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
-            DatabaseKind::Postgres => self.writer.begin().await,
-        }
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        let tx = match self.kind {
+            DatabaseKind::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            DatabaseKind::Postgres => self.writer.begin().await?,
+        };
+        Ok(WriteTx {
+            tx,
+            wal: self.wal.clone(),
+        })
     }
 
     /// Whether the database answers a trivial query within `timeout`.
@@ -237,8 +294,9 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
-/// Turns `sqlite://data/tessera.db` into a URL that creates the file, and creates its folder.
-fn sqlite_url(url: &str) -> Result<String, OpenError> {
+/// Turns `sqlite://data/tessera.db` into a URL that creates the file, and creates its folder;
+/// also returns the database file's path (none for an in-memory database).
+fn sqlite_url(url: &str) -> Result<(String, Option<PathBuf>), OpenError> {
     let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     if !path.is_empty()
@@ -252,13 +310,16 @@ fn sqlite_url(url: &str) -> Result<String, OpenError> {
             source,
         })?;
     }
-    Ok(if query.contains("mode=") {
+    let file = (!path.is_empty() && !path.starts_with(":memory:") && !query.contains("memory"))
+        .then(|| PathBuf::from(path));
+    let url = if query.contains("mode=") {
         url.to_owned()
     } else if query.is_empty() {
         format!("{url}?mode=rwc")
     } else {
         format!("{url}&mode=rwc")
-    })
+    };
+    Ok((url, file))
 }
 
 /// The URL with any password replaced, for error messages and logs.
@@ -270,6 +331,28 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// Deletes up to `limit` rows of `table` whose `expires_at` is before `before`, through the
+/// `expires_at` index; returns how many went. `table` and `key` are the sweeper's constants,
+/// never input.
+pub async fn delete_expired(
+    conn: &mut AnyConnection,
+    table: &'static str,
+    key: &'static str,
+    before: i64,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let sql = format!(
+        "DELETE FROM {table} WHERE {key} IN \
+         (SELECT {key} FROM {table} WHERE expires_at < $1 LIMIT $2)"
+    );
+    let done = sqlx::query(&sql)
+        .bind(before)
+        .bind(limit)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
 }
 
 /// Seconds since the Unix epoch: the unit of every timestamp column.
@@ -286,12 +369,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("a/b/t.db");
         let url = format!("sqlite://{}", db.display());
-        assert_eq!(sqlite_url(&url).unwrap(), format!("{url}?mode=rwc"));
+        assert_eq!(
+            sqlite_url(&url).unwrap(),
+            (format!("{url}?mode=rwc"), Some(db.clone()))
+        );
         assert!(dir.path().join("a/b").is_dir());
         assert_eq!(
             sqlite_url("sqlite://x.db?mode=ro").unwrap(),
-            "sqlite://x.db?mode=ro"
+            (
+                "sqlite://x.db?mode=ro".to_owned(),
+                Some(PathBuf::from("x.db"))
+            )
         );
+        assert_eq!(sqlite_url("sqlite::memory:").unwrap().1, None);
     }
 
     #[test]

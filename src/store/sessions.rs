@@ -125,11 +125,3 @@ pub async fn delete_all_for_user(
         .await?;
     Ok(done.rows_affected())
 }
-
-pub async fn sweep(conn: &mut AnyConnection, now: i64) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
-        .bind(now)
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected())
-}

@@ -106,15 +106,6 @@ pub async fn revoke_all(
     Ok(())
 }
 
-/// Deletes tokens that expired more than a day ago.
-pub async fn sweep(conn: &mut AnyConnection, now: i64) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM one_time_tokens WHERE expires_at < $1")
-        .bind(now - 86_400)
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected())
-}
-
 /// The account a token belongs to.
 pub async fn owner(
     conn: &mut AnyConnection,

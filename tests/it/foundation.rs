@@ -18,6 +18,7 @@ on_both_databases!(
     replicas_starting_together_create_one_key,
     scheduled_rotation_happens_once_across_replicas,
     readyz_follows_the_database,
+    sweep_deletes_expired_rows_in_batches_and_keeps_live_ones,
 );
 
 fn now() -> i64 {
@@ -656,4 +657,56 @@ async fn serve_stops_gracefully_on_sigterm() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "exit status after SIGTERM: {status}");
+}
+
+/// More expired rows than two sweep batches, beside live ones: `tessera sweep` deletes every
+/// expired row (batch after batch) and nothing else. (No server runs here: its own sweep at
+/// start would race the CLI's.)
+async fn sweep_deletes_expired_rows_in_batches_and_keeps_live_ones(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let store = tessera::store::Store::open(&test_config(&db.url))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let expired = 2 * tessera::housekeeping::BATCH + 7;
+    let mut tx = store.begin_write().await.unwrap();
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+         INSERT INTO revoked_jti (jti, expires_at) SELECT 'gone-' || i, $2 FROM n",
+    )
+    .bind(expired)
+    .bind(now() - 10)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    for i in 0..3 {
+        sqlx::query("INSERT INTO revoked_jti (jti, expires_at) VALUES ($1, $2)")
+            .bind(format!("live-{i}"))
+            .bind(now() + 600)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_tessera(
+        &["sweep", "--json"],
+        &[("TESSERA_DATABASE_URL", &db.url)],
+        dir.path(),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["deleted"], expired, "{report}");
+    let left: Vec<String> = sqlx::query_scalar("SELECT jti FROM revoked_jti ORDER BY jti")
+        .fetch_all(store.reader())
+        .await
+        .unwrap();
+    assert_eq!(left, ["live-0", "live-1", "live-2"]);
+    store.close().await;
 }
