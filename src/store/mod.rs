@@ -68,13 +68,20 @@ pub struct WriteTx {
 
 impl WriteTx {
     /// Commits, and on SQLite waits until a flush of the write-ahead log covers the commit:
-    /// a success answered to a client is never lost, even to a power cut.
+    /// a success answered to a client is never lost, even to a power cut. Like the `BEGIN`,
+    /// the commit runs in a task of its own, so a request dropped half-way through it cannot
+    /// leave the connection's transaction state in between.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await?;
-        if let Some(wal) = self.wal {
-            wal.sync().await.map_err(sqlx::Error::Io)?;
-        }
-        Ok(())
+        let Self { tx, wal } = self;
+        tokio::spawn(async move {
+            tx.commit().await?;
+            if let Some(wal) = wal {
+                wal.sync().await.map_err(sqlx::Error::Io)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|_| sqlx::Error::WorkerCrashed)?
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
@@ -131,9 +138,16 @@ impl Store {
         let options: AnyConnectOptions = url.parse().map_err(connect_error)?;
         let db = &config.database;
 
-        let pool = |max: u32| {
+        // `ping`: whether the pool pings a connection before handing it out. The reader pool
+        // does not (it would be one more round trip per query, for SQLite a hop to the
+        // connection's worker thread and back; a dead connection fails its query, which is
+        // answered as unavailable, and is dropped). The write pool does: a write
+        // transaction dropped by a cancelled request queues its rollback on the connection,
+        // and the ping, queued behind it, makes sure it ran before the next `BEGIN`.
+        let pool = |max: u32, ping: bool| {
             let mut p = AnyPoolOptions::new()
                 .max_connections(max)
+                .test_before_acquire(ping)
                 .acquire_timeout(db.acquire_timeout)
                 .idle_timeout(Some(Duration::from_secs(300)));
             if kind == DatabaseKind::Sqlite {
@@ -152,12 +166,14 @@ impl Store {
         let first = async {
             match kind {
                 DatabaseKind::Sqlite => {
-                    let writer = pool(1).connect_with(options.clone()).await?;
-                    let reader = pool(db.max_connections).connect_with(options).await?;
+                    let writer = pool(1, true).connect_with(options.clone()).await?;
+                    let reader = pool(db.max_connections, false)
+                        .connect_with(options)
+                        .await?;
                     Ok::<_, sqlx::Error>((reader, writer))
                 }
                 DatabaseKind::Postgres => {
-                    let pool = pool(db.max_connections).connect_with(options).await?;
+                    let pool = pool(db.max_connections, true).connect_with(options).await?;
                     Ok((pool.clone(), pool))
                 }
             }
@@ -238,11 +254,21 @@ impl Store {
     }
 
     /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite, see the module docs).
+    ///
+    /// The `BEGIN` runs in a task of its own: if the request is dropped meanwhile (its client
+    /// went away), the task still finishes and drops the transaction, which rolls it back. A
+    /// `BEGIN` cancelled half-way would otherwise leave the connection inside a transaction
+    /// that nothing owns, holding SQLite's write lock for good.
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
-        let tx = match self.kind {
-            DatabaseKind::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
-            DatabaseKind::Postgres => self.writer.begin().await?,
-        };
+        let (writer, kind) = (self.writer.clone(), self.kind);
+        let tx = tokio::spawn(async move {
+            match kind {
+                DatabaseKind::Sqlite => writer.begin_with("BEGIN IMMEDIATE").await,
+                DatabaseKind::Postgres => writer.begin().await,
+            }
+        })
+        .await
+        .map_err(|_| sqlx::Error::WorkerCrashed)??;
         Ok(WriteTx {
             tx,
             wal: self.wal.clone(),
