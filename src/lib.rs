@@ -94,7 +94,7 @@ impl Application {
                 "clients from the configuration file are registered"
             );
         }
-        let state = AppState {
+        let state = AppState::new(state::Shared {
             discovery: Arc::new(Discovery::build(&config)),
             passwords: crypto::password::Passwords::new(&config.passwords)?,
             mailer: mail::Mailer::new(&config.mail)?,
@@ -107,7 +107,7 @@ impl Application {
             store,
             keys,
             metrics: telemetry::prometheus(),
-        };
+        });
         let router = router(state.clone());
         Ok(Self {
             listener,
@@ -182,7 +182,8 @@ pub fn router(state: AppState) -> Router {
         .merge(accounts::router(&state))
         .fallback(error::not_found);
     let routes =
-        web::middleware::apply(routes, config.http.request_timeout, config.http.body_limit);
+        web::middleware::apply(routes, config.http.request_timeout, config.http.body_limit)
+            .merge(web::middleware::apply_metadata(oidc::metadata_router()));
     let base = config.base_path();
     let routes = if base.is_empty() {
         routes

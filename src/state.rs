@@ -14,8 +14,44 @@ use crate::store::Store;
 use crate::throttle::Throttle;
 use crate::upstream::providers::Providers;
 
-#[derive(Clone, FromRef)]
-pub struct AppState {
+/// axum clones the state into every request, so it is one `Arc`: a clone is one atomic
+/// increment, not one per part. Fields read through `Deref` (`state.store`, `state.config`).
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts a handler extracts on its own (`State<Store>`, `State<Arc<KeyRing>>`, …).
+macro_rules! parts {
+    ($($field:ident: $ty:ty),* $(,)?) => {
+        $(impl FromRef<AppState> for $ty {
+            fn from_ref(state: &AppState) -> Self {
+                state.$field.clone()
+            }
+        })*
+    };
+}
+
+parts!(
+    config: Arc<Config>,
+    store: Store,
+    keys: Arc<KeyRing>,
+    discovery: Arc<Discovery>,
+    metrics: PrometheusHandle,
+);
+
+pub struct Shared {
     pub config: Arc<Config>,
     pub store: Store,
     pub keys: Arc<KeyRing>,
@@ -27,7 +63,7 @@ pub struct AppState {
     pub upstream: Arc<Providers>,
 }
 
-impl AppState {
+impl Shared {
     /// (id, display name) of every enabled upstream provider, for the sign-in buttons.
     pub fn provider_buttons(&self) -> Vec<(String, String)> {
         self.upstream

@@ -22,13 +22,21 @@ use axum::Router;
 use crate::state::AppState;
 
 /// The back-channel endpoints (no browser session). The authorization and end-session
-/// endpoints need the session and are mounted with the pages (`accounts::router`).
+/// endpoints need the session and are mounted with the pages (`accounts::router`); the
+/// metadata documents are in [`metadata_router`].
 pub fn router() -> Router<AppState> {
     Router::new()
-        .merge(discovery::router())
-        .merge(jwks::router())
         .merge(token::router())
         .merge(userinfo::router())
         .merge(revoke::router())
         .merge(introspect::router())
+}
+
+/// Discovery and the JWKS: public, prebuilt documents that every relying party and resource
+/// server fetches. They are served outside the full middleware stack (see
+/// `web::middleware::apply_metadata`).
+pub fn metadata_router() -> Router<AppState> {
+    Router::new()
+        .merge(discovery::router())
+        .merge(jwks::router())
 }
