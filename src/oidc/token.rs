@@ -245,8 +245,26 @@ async fn exchange_code(
 ) -> Result<TokenResponse, OAuthError> {
     let now = store::now_unix();
     let code_hash = token_hash(code);
+    // The account is read on a reader connection first: SQLite's one writer is the scarce
+    // resource, so the write transaction below does only writes.
+    let account = users::by_grant(
+        &mut *state.store.read().await?,
+        "auth_codes",
+        "code_hash",
+        &code_hash,
+    )
+    .await?;
+    let jti = tokens::new_jti();
     let mut tx = state.store.begin_write().await?;
-    let row = match grants::use_code(&mut tx, &code_hash, now).await? {
+    let row = match grants::use_code(
+        &mut tx,
+        &code_hash,
+        now,
+        &jti,
+        tokens::access_exp(&state.config, now),
+    )
+    .await?
+    {
         CodeUse::Fresh(row) => row,
         CodeUse::Replayed { grant_id } => {
             // RFC 6749 §4.1.2: a code used twice revokes what the first use issued.
@@ -292,18 +310,19 @@ async fn exchange_code(
         tx.commit().await?;
         return Err(grant_error(why));
     }
-    let user = users::by_id(&mut tx, &row.user_id)
-        .await?
+    // Dropping the transaction rolls back: the code stays unspent.
+    let user = account
+        .filter(|u| u.id == row.user_id)
         .ok_or_else(|| grant_error("the account no longer exists"))?;
     let access = tokens::AccessClaims::new(
         &state.config,
+        jti,
         &user.id,
         &client.id,
         &row.scopes,
         Some(row.auth_time),
         now,
     );
-    grants::note_code_access_token(&mut tx, &code_hash, &access.jti, access.exp).await?;
     let grant = Grant {
         family_id: &row.grant_id,
         client,
@@ -357,8 +376,17 @@ async fn refresh(
     scope: Option<&str>,
 ) -> Result<TokenResponse, OAuthError> {
     let now = store::now_unix();
+    let hash = token_hash(token);
+    // As for the code: the account is read before the write transaction, on a reader.
+    let account = users::by_grant(
+        &mut *state.store.read().await?,
+        "refresh_tokens",
+        "token_hash",
+        &hash,
+    )
+    .await?;
     let mut tx = state.store.begin_write().await?;
-    let row = match grants::use_refresh(&mut tx, &token_hash(token), &client.id, now).await? {
+    let row = match grants::use_refresh(&mut tx, &hash, &client.id, now).await? {
         RefreshUse::Fresh(row) => row,
         RefreshUse::Reused { family_id, .. } => {
             // RFC 9700 §4.14.2: a rotated token used again means it leaked; end the family.
@@ -402,11 +430,12 @@ async fn refresh(
         .user_id
         .clone()
         .ok_or_else(|| grant_error("the refresh token has no account"))?;
-    let user = users::by_id(&mut tx, &user_id)
-        .await?
+    let user = account
+        .filter(|u| u.id == user_id)
         .ok_or_else(|| grant_error("the account no longer exists"))?;
     let access = tokens::AccessClaims::new(
         &state.config,
+        tokens::new_jti(),
         &user.id,
         &client.id,
         &scope,
@@ -474,8 +503,15 @@ async fn client_credentials(
     }
     let scope = scopes.join(" ");
     let now = store::now_unix();
-    let access =
-        tokens::AccessClaims::new(&state.config, &client.id, &client.id, &scope, None, now);
+    let access = tokens::AccessClaims::new(
+        &state.config,
+        tokens::new_jti(),
+        &client.id,
+        &client.id,
+        &scope,
+        None,
+        now,
+    );
     let access_token = access.sign(&state.keys)?;
     let mut tx = state.store.begin_write().await?;
     audit::insert(

@@ -24,12 +24,23 @@ pub struct AccessClaims {
     pub auth_time: Option<i64>,
 }
 
+/// A fresh access-token id.
+pub fn new_jti() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// When an access token issued at `now` expires.
+pub fn access_exp(config: &Config, now: i64) -> i64 {
+    now + i64::try_from(config.tokens.access_token_ttl.as_secs()).unwrap_or(900)
+}
+
 impl AccessClaims {
-    /// The claims of a new access token for `sub` (a user id, or the client's id for client
-    /// credentials), with a fresh `jti`. Built before signing so the grant can be stored and
-    /// committed first, and the signature made without holding the database writer.
+    /// The claims of a new access token `jti` for `sub` (a user id, or the client's id for
+    /// client credentials). Built before signing so the grant can be stored and committed
+    /// first, and the signature made without holding the database writer.
     pub fn new(
         config: &Config,
+        jti: String,
         sub: &str,
         client_id: &str,
         scope: &str,
@@ -40,9 +51,9 @@ impl AccessClaims {
             iss: config.issuer.clone(),
             sub: sub.to_owned(),
             aud: config.issuer.clone(),
-            exp: now + i64::try_from(config.tokens.access_token_ttl.as_secs()).unwrap_or(900),
+            exp: access_exp(config, now),
             iat: now,
-            jti: uuid::Uuid::new_v4().simple().to_string(),
+            jti,
             client_id: client_id.to_owned(),
             scope: scope.to_owned(),
             auth_time,

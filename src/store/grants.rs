@@ -152,18 +152,25 @@ pub enum CodeUse {
 }
 
 /// Marks the code used — in the same statement that checks it was unused — and returns it.
+/// The same statement records the access token the exchange is about to issue (`access_jti`,
+/// `access_exp`), so a replay of the code can revoke it.
 pub async fn use_code(
     conn: &mut AnyConnection,
     code_hash: &str,
     now: i64,
+    access_jti: &str,
+    access_exp: i64,
 ) -> Result<CodeUse, sqlx::Error> {
     let row: Option<CodeRow> = sqlx::query_as(
-        "UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL \
+        "UPDATE auth_codes SET used_at = $1, access_jti = $3, access_exp = $4 \
+         WHERE code_hash = $2 AND used_at IS NULL \
          RETURNING grant_id, client_id, user_id, redirect_uri, code_challenge, nonce, scopes, auth_time, \
          amr, sid, idp, expires_at",
     )
     .bind(now)
     .bind(code_hash)
+    .bind(access_jti)
+    .bind(access_exp)
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(row) = row {
@@ -175,22 +182,6 @@ pub async fn use_code(
             .fetch_optional(conn)
             .await?;
     Ok(grant.map_or(CodeUse::Unknown, |grant_id| CodeUse::Replayed { grant_id }))
-}
-
-/// Records the access token a code's exchange produced.
-pub async fn note_code_access_token(
-    conn: &mut AnyConnection,
-    code_hash: &str,
-    jti: &str,
-    exp: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE auth_codes SET access_jti = $1, access_exp = $2 WHERE code_hash = $3")
-        .bind(jti)
-        .bind(exp)
-        .bind(code_hash)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 /// Revokes everything issued from one grant: its refresh tokens and the access tokens issued

@@ -61,8 +61,12 @@ pub struct Store {
 
 /// A write transaction. It derefs to the connection, so the store's functions take it as
 /// `&mut tx`; [`WriteTx::commit`] returns once the commit is durable.
+///
+/// A `WriteTx` dropped without `commit` or `rollback` (an early return, a request whose client
+/// went away) is rolled back by a task that owns the connection until the `ROLLBACK` has run,
+/// so the next `BEGIN` on that connection never finds a transaction still open.
 pub struct WriteTx {
-    tx: Transaction<'static, Any>,
+    tx: Option<Transaction<'static, Any>>,
     wal: Option<Arc<durable::WalSync>>,
 }
 
@@ -71,8 +75,10 @@ impl WriteTx {
     /// a success answered to a client is never lost, even to a power cut. Like the `BEGIN`,
     /// the commit runs in a task of its own, so a request dropped half-way through it cannot
     /// leave the connection's transaction state in between.
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        let Self { tx, wal } = self;
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let (Some(tx), wal) = (self.tx.take(), self.wal.take()) else {
+            return Ok(());
+        };
         tokio::spawn(async move {
             tx.commit().await?;
             if let Some(wal) = wal {
@@ -84,21 +90,48 @@ impl WriteTx {
         .map_err(|_| sqlx::Error::WorkerCrashed)?
     }
 
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        match self.tx.take() {
+            Some(tx) => tx.rollback().await,
+            None => Ok(()),
+        }
+    }
+
+    fn open(&self) -> &Transaction<'static, Any> {
+        // Only `commit`, `rollback` and `drop` take the transaction, and each consumes `self`.
+        self.tx
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("a WriteTx is used after it ended"))
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if let Err(error) = tx.rollback().await {
+                    tracing::warn!(%error, "rolling back an abandoned write transaction failed");
+                }
+            });
+        }
     }
 }
 
 impl Deref for WriteTx {
     type Target = AnyConnection;
     fn deref(&self) -> &AnyConnection {
-        &self.tx
+        self.open()
     }
 }
 
 impl DerefMut for WriteTx {
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        &mut self.tx
+        match self.tx.as_mut() {
+            Some(tx) => tx,
+            None => unreachable!("a WriteTx is used after it ended"),
+        }
     }
 }
 
@@ -138,12 +171,12 @@ impl Store {
         let options: AnyConnectOptions = url.parse().map_err(connect_error)?;
         let db = &config.database;
 
-        // `ping`: whether the pool pings a connection before handing it out. The reader pool
-        // does not (it would be one more round trip per query, for SQLite a hop to the
-        // connection's worker thread and back; a dead connection fails its query, which is
-        // answered as unavailable, and is dropped). The write pool does: a write
-        // transaction dropped by a cancelled request queues its rollback on the connection,
-        // and the ping, queued behind it, makes sure it ran before the next `BEGIN`.
+        // `ping`: whether the pool pings a connection before handing it out. SQLite's pools do
+        // not: it would be one more round trip per transaction or query (a hop to the
+        // connection's worker thread and back, the writer's main cost); a dead connection
+        // fails its query, which is answered as unavailable, and is dropped. An abandoned
+        // write transaction is rolled back before its connection returns (`WriteTx`'s drop).
+        // PostgreSQL's pool does, since a server-side disconnect is common there.
         let pool = |max: u32, ping: bool| {
             let mut p = AnyPoolOptions::new()
                 .max_connections(max)
@@ -166,7 +199,7 @@ impl Store {
         let first = async {
             match kind {
                 DatabaseKind::Sqlite => {
-                    let writer = pool(1, true).connect_with(options.clone()).await?;
+                    let writer = pool(1, false).connect_with(options.clone()).await?;
                     let reader = pool(db.max_connections, false)
                         .connect_with(options)
                         .await?;
@@ -270,7 +303,7 @@ impl Store {
         .await
         .map_err(|_| sqlx::Error::WorkerCrashed)??;
         Ok(WriteTx {
-            tx,
+            tx: Some(tx),
             wal: self.wal.clone(),
         })
     }

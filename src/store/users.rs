@@ -76,6 +76,29 @@ pub async fn by_id(conn: &mut AnyConnection, id: &str) -> Result<Option<UserRow>
         .await
 }
 
+/// The account an authorization code (`table` "auth_codes", `key` "code_hash") or a refresh
+/// token ("refresh_tokens", "token_hash") belongs to, read on a reader connection before the
+/// grant's write transaction, so SQLite's one writer does only writes. `table` and `key` are
+/// the token endpoint's constants, never input.
+pub async fn by_grant(
+    conn: &mut AnyConnection,
+    table: &'static str,
+    key: &'static str,
+    hash: &str,
+) -> Result<Option<UserRow>, sqlx::Error> {
+    let columns = COLUMNS
+        .split(", ")
+        .map(|c| format!("u.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    sqlx::query_as(&format!(
+        "SELECT {columns} FROM {table} g JOIN users u ON u.id = g.user_id WHERE g.{key} = $1"
+    ))
+    .bind(hash)
+    .fetch_optional(conn)
+    .await
+}
+
 /// Finds a user by username or by email, case-insensitively.
 pub async fn by_login(
     conn: &mut AnyConnection,
