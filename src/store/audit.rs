@@ -62,3 +62,75 @@ pub async fn tail(conn: &mut AnyConnection, limit: i64) -> Result<Vec<AuditRow>,
     rows.reverse();
     Ok(rows)
 }
+
+/// An event owned, for the [`Appender`] queue.
+#[derive(Debug, Clone, Default)]
+pub struct OwnedEvent {
+    pub kind: String,
+    pub outcome: String,
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    pub ip: String,
+    pub user_agent: String,
+    pub detail: String,
+    pub at: i64,
+}
+
+impl NewEvent<'_> {
+    pub fn to_owned_at(&self, at: i64) -> OwnedEvent {
+        OwnedEvent {
+            kind: self.kind.to_owned(),
+            outcome: self.outcome.to_owned(),
+            user_id: self.user_id.map(str::to_owned),
+            client_id: self.client_id.map(str::to_owned),
+            ip: self.ip.to_owned(),
+            user_agent: self.user_agent.to_owned(),
+            detail: self.detail.to_owned(),
+            at,
+        }
+    }
+}
+
+/// Inserts `events` with one multi-row statement.
+pub async fn insert_many(
+    conn: &mut AnyConnection,
+    events: &[OwnedEvent],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut sql = String::from(
+        "INSERT INTO audit_events (at, kind, outcome, user_id, client_id, ip, user_agent, detail) VALUES ",
+    );
+    for i in 0..events.len() {
+        let n = i * 8;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6,
+            n + 7,
+            n + 8
+        ));
+    }
+    let mut query = sqlx::query(&sql);
+    for e in events {
+        query = query
+            .bind(e.at)
+            .bind(&e.kind)
+            .bind(&e.outcome)
+            .bind(e.user_id.as_deref())
+            .bind(e.client_id.as_deref())
+            .bind(&e.ip)
+            .bind(&e.user_agent)
+            .bind(&e.detail);
+    }
+    query.execute(conn).await?;
+    Ok(())
+}

@@ -4,9 +4,10 @@
 //! one writer connection is held: writes queue one fsync each. Here connections run with
 //! `synchronous = NORMAL` (a commit writes its frames to the log and returns) and durability is
 //! restored outside the writer: after its `COMMIT`, a transaction takes a ticket and waits
-//! until an `fdatasync` of the log that started after its ticket has finished. One flush at a
-//! time runs; whoever finds none running starts one that covers every ticket taken so far, so
-//! the transactions committed while a flush was under way share the next one.
+//! until an `fdatasync` of the log that started after its ticket has finished. A thread of its
+//! own runs the flushes, one after another while tickets wait, each covering every ticket taken
+//! when it starts, so the transactions committed while a flush was under way share the next
+//! one; a `watch` channel then wakes all the waiters it covered at once.
 //!
 //! Why that is as durable as FULL for every answered request: the ticket is taken after
 //! `COMMIT` returned, that is after SQLite `write()` the commit's frames into the log, and the
@@ -20,20 +21,36 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex};
+
+/// What the waiting commits watch.
+#[derive(Clone, Copy, Debug, Default)]
+struct Durable {
+    /// Every ticket up to this one is on stable storage.
+    through: u64,
+    /// A flush failed. As PostgreSQL learned, after a failed fsync the kernel may have dropped
+    /// the dirty pages, so a later successful one proves nothing: no commit is acknowledged
+    /// again until the process restarts (requests get 503s, and the log says why).
+    broken: bool,
+}
 
 #[derive(Debug)]
-pub struct WalSync {
+struct Shared {
     wal: PathBuf,
     /// Tickets handed out: one per commit waiting to be durable.
     taken: AtomicU64,
-    /// Every ticket up to this one is durable.
-    synced: AtomicU64,
-    /// Held by the task running a flush.
-    flushing: tokio::sync::Mutex<()>,
-    /// The log file's inode at the last flush, to notice a new log file.
-    inode: Mutex<Option<u64>>,
+    durable: tokio::sync::watch::Sender<Durable>,
+    /// Wakes the flushing thread; `true` once the store is gone and the thread should end.
+    kick: (Mutex<bool>, Condvar),
+}
+
+/// The group commit of one SQLite database: a thread that flushes the log whenever commits
+/// wait, and the tickets they wait on. Waiters are all woken at once when a flush covers
+/// them (a `watch` channel), rather than one after another.
+#[derive(Debug)]
+pub struct WalSync {
+    shared: Arc<Shared>,
 }
 
 impl WalSync {
@@ -41,45 +58,89 @@ impl WalSync {
     pub fn new(database: PathBuf) -> Self {
         let mut wal = database.into_os_string();
         wal.push("-wal");
-        Self {
+        let shared = Arc::new(Shared {
             wal: wal.into(),
             taken: AtomicU64::new(0),
-            synced: AtomicU64::new(0),
-            flushing: tokio::sync::Mutex::new(()),
-            inode: Mutex::new(None),
+            durable: tokio::sync::watch::Sender::new(Durable::default()),
+            kick: (Mutex::new(false), Condvar::new()),
+        });
+        let flusher = shared.clone();
+        let started = std::thread::Builder::new()
+            .name("tessera-wal-flush".into())
+            .spawn(move || flush_loop(&flusher));
+        if let Err(error) = started {
+            tracing::error!(%error, "cannot start the log-flushing thread; writes will fail");
+            shared.durable.send_modify(|d| d.broken = true);
         }
+        Self { shared }
     }
 
     /// Returns once everything committed before the call is on stable storage.
     pub async fn sync(&self) -> io::Result<()> {
-        let ticket = self.taken.fetch_add(1, SeqCst) + 1;
-        loop {
-            if self.synced.load(SeqCst) >= ticket {
-                return Ok(());
+        let shared = &self.shared;
+        let mut durable = shared.durable.subscribe();
+        let ticket = shared.taken.fetch_add(1, SeqCst) + 1;
+        {
+            let (lock, wake) = &shared.kick;
+            let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            wake.notify_one();
+        }
+        let state = durable
+            .wait_for(|d| d.broken || d.through >= ticket)
+            .await
+            .map_err(|_| io::Error::other("the log-flushing thread is gone"))?;
+        if state.through >= ticket {
+            Ok(())
+        } else {
+            Err(io::Error::other(
+                "an earlier flush of the SQLite log failed; restart Tessera",
+            ))
+        }
+    }
+}
+
+impl Drop for WalSync {
+    fn drop(&mut self) {
+        let (lock, wake) = &self.shared.kick;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        wake.notify_one();
+    }
+}
+
+/// The flushing thread: whenever tickets wait, one `fdatasync` covers all taken so far.
+fn flush_loop(shared: &Shared) {
+    let mut inode = None;
+    loop {
+        {
+            let (lock, wake) = &shared.kick;
+            let mut stop = lock.lock().unwrap_or_else(|e| e.into_inner());
+            while !*stop && shared.taken.load(SeqCst) <= shared.durable.borrow().through {
+                stop = wake.wait(stop).unwrap_or_else(|e| e.into_inner());
             }
-            let _flushing = self.flushing.lock().await;
-            if self.synced.load(SeqCst) >= ticket {
-                return Ok(());
+            if *stop {
+                return;
             }
-            // Every ticket taken by now belongs to a commit already written to the log.
-            let covered = self.taken.load(SeqCst);
-            let wal = self.wal.clone();
-            let new_file = tokio::task::spawn_blocking(move || flush(&wal))
-                .await
-                .map_err(io::Error::other)??;
-            if let Some(inode) = new_file {
-                let changed = {
-                    let mut seen = self.inode.lock().unwrap_or_else(|e| e.into_inner());
-                    seen.replace(inode) != Some(inode)
-                };
-                if changed {
-                    let folder = self.wal.parent().map(Path::to_path_buf);
-                    tokio::task::spawn_blocking(move || sync_folder(folder.as_deref()))
-                        .await
-                        .map_err(io::Error::other)??;
-                }
+        }
+        // Every ticket taken by now belongs to a commit already written to the log.
+        let covered = shared.taken.load(SeqCst);
+        let result = flush(&shared.wal).and_then(|seen| {
+            // A log file seen for the first time: sync its folder too, so the file itself
+            // survives a power cut.
+            if seen.is_some() && seen != inode {
+                sync_folder(shared.wal.parent())?;
+                inode = seen;
             }
-            self.synced.fetch_max(covered, SeqCst);
+            Ok(())
+        });
+        match result {
+            Ok(()) => shared
+                .durable
+                .send_modify(|d| d.through = d.through.max(covered)),
+            Err(error) => {
+                tracing::error!(%error, "flushing the SQLite log failed; refusing writes until restart");
+                shared.durable.send_modify(|d| d.broken = true);
+                return;
+            }
         }
     }
 }
@@ -108,7 +169,10 @@ fn sync_folder(folder: Option<&Path>) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+
+    fn through(sync: &WalSync) -> u64 {
+        sync.shared.durable.borrow().through
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_concurrent_commit_is_covered_by_a_flush() {
@@ -125,9 +189,8 @@ mod tests {
         for task in tasks {
             task.await.unwrap().unwrap();
         }
-        assert_eq!(sync.taken.load(SeqCst), 64);
-        assert_eq!(sync.synced.load(SeqCst), 64, "every ticket is covered");
-        assert!(sync.inode.lock().unwrap().is_some(), "the log was flushed");
+        assert_eq!(sync.shared.taken.load(SeqCst), 64);
+        assert_eq!(through(&sync), 64, "every ticket is covered");
     }
 
     #[tokio::test]
@@ -135,6 +198,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sync = WalSync::new(dir.path().join("none.db"));
         sync.sync().await.unwrap();
-        assert_eq!(sync.synced.load(SeqCst), 1);
+        assert_eq!(through(&sync), 1);
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_flush_no_commit_is_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        // A log whose folder is a file: opening it fails (ENOTDIR), as a flush that fails.
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let sync = WalSync::new(blocker.join("t.db"));
+        assert!(sync.sync().await.is_err());
+        assert!(sync.sync().await.is_err(), "the failure is sticky");
     }
 }

@@ -20,6 +20,7 @@ on_both_databases!(
     readyz_follows_the_database,
     sweep_deletes_expired_rows_in_batches_and_keeps_live_ones,
     clients_that_hang_up_mid_request_never_wedge_the_database,
+    a_failing_grant_fails_alone_in_its_batch,
 );
 
 fn now() -> i64 {
@@ -758,5 +759,75 @@ async fn clients_that_hang_up_mid_request_never_wedge_the_database(backend: Back
         .await
         .unwrap();
     tx.commit().await.unwrap();
+    app.stop().await;
+}
+
+/// A grant's work for the batch test: insert `jti`.
+fn insert(
+    jti: &'static str,
+) -> impl for<'c> FnMut(
+    &'c mut sqlx::AnyConnection,
+    &'c mut tessera::store::batch::Audit,
+) -> tessera::store::batch::WorkFuture<'c, &'static str>
++ Send
++ 'static {
+    move |conn, _| {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO revoked_jti (jti, expires_at) VALUES ($1, $2)")
+                .bind(jti)
+                .bind(now() + 600)
+                .execute(conn)
+                .await
+                .map(|_| jti)
+        })
+    }
+}
+
+/// Grants queued while the writer is busy share one transaction (on SQLite); when one of them
+/// fails, the others still commit and only it gets the error.
+async fn a_failing_grant_fails_alone_in_its_batch(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let app = TestApp::start(&db).await;
+    let store = app.state.store.clone();
+    // Hold the writer so the grants below queue up behind it.
+    let mut held = store.begin_write().await.unwrap();
+    sqlx::query("INSERT INTO revoked_jti (jti, expires_at) VALUES ('taken', $1)")
+        .bind(now() + 600)
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move { store.write_grant(insert("first")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let grants: Vec<_> = ["second", "taken", "third"]
+        .into_iter()
+        .map(|jti| {
+            let store = store.clone();
+            tokio::spawn(async move { store.write_grant(insert(jti)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    held.commit().await.unwrap();
+
+    assert_eq!(first.await.unwrap().unwrap(), "first");
+    let results: Vec<_> = futures_util::future::join_all(grants)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(results[0].as_ref().unwrap(), &"second");
+    assert!(
+        results[1].is_err(),
+        "a duplicate key fails: {:?}",
+        results[1]
+    );
+    assert_eq!(results[2].as_ref().unwrap(), &"third");
+    let stored: Vec<String> = sqlx::query_scalar("SELECT jti FROM revoked_jti ORDER BY jti")
+        .fetch_all(store.reader())
+        .await
+        .unwrap();
+    assert_eq!(stored, ["first", "second", "taken", "third"]);
     app.stop().await;
 }

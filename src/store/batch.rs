@@ -1,0 +1,139 @@
+//! Batched grant transactions for SQLite.
+//!
+//! SQLite has one writer, and through sqlx every statement is a round trip to that
+//! connection's worker thread. A token grant (code exchange, refresh) is a handful of
+//! statements; in a transaction of its own it also pays `BEGIN`, its audit row and `COMMIT`.
+//! Here concurrent grants share one transaction: their statements run one grant after another,
+//! their audit rows go in with one multi-row `INSERT`, and one `COMMIT` (and one flush of the
+//! log) covers them all. Each grant is answered only after that commit is durable.
+//!
+//! A grant's work is a closure that may run more than once: when one grant's statement fails,
+//! the whole batch rolls back and every grant of it runs again in a transaction of its own, so
+//! a failure is reported to its grant alone. The work therefore takes owned inputs and decides
+//! everything from what it reads inside the transaction. Grants in one batch see each other's
+//! writes, exactly as if they had run one after the other.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use sqlx::AnyConnection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::Store;
+use super::audit::{self, OwnedEvent};
+
+/// The audit rows a grant's work records; written with the batch.
+pub type Audit = Vec<OwnedEvent>;
+
+/// A boxed future borrowing the transaction for `'c`.
+pub type WorkFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T, sqlx::Error>> + Send + 'c>>;
+
+/// Hands a finished grant its result, after the commit.
+type Deliver = Box<dyn FnOnce() + Send>;
+
+type Work =
+    Box<dyn for<'c> FnMut(&'c mut AnyConnection, &'c mut Audit) -> WorkFuture<'c, Deliver> + Send>;
+
+pub(super) struct Job {
+    work: Work,
+    fail: Box<dyn FnOnce(sqlx::Error) + Send>,
+}
+
+/// Grants per batch at most.
+const BATCH: usize = 64;
+
+pub(super) type Queue = mpsc::UnboundedSender<Job>;
+
+impl Store {
+    /// Runs a grant's writes in a write transaction and returns their result once it is
+    /// durable. On SQLite the transaction is shared with concurrent grants (see the module
+    /// docs); on PostgreSQL, where writers run side by side, it is the grant's own.
+    pub async fn write_grant<T, F>(&self, mut work: F) -> Result<T, sqlx::Error>
+    where
+        T: Send + 'static,
+        F: for<'c> FnMut(&'c mut AnyConnection, &'c mut Audit) -> WorkFuture<'c, T>
+            + Send
+            + 'static,
+    {
+        if self.wal.is_none() {
+            let mut tx = self.begin_write().await?;
+            let mut rows = Audit::new();
+            let value = work(&mut tx, &mut rows).await?;
+            audit::insert_many(&mut tx, &rows).await?;
+            tx.commit().await?;
+            return Ok(value);
+        }
+        let (answer, result) = oneshot::channel::<Result<T, sqlx::Error>>();
+        let answer = Arc::new(Mutex::new(Some(answer)));
+        let on_failure = answer.clone();
+        let job = Job {
+            work: Box::new(move |conn, rows| {
+                let running = work(conn, rows);
+                let answer = answer.clone();
+                Box::pin(async move {
+                    let value = running.await?;
+                    Ok(Box::new(move || send(&answer, Ok(value))) as Deliver)
+                })
+            }),
+            fail: Box::new(move |error| send(&on_failure, Err(error))),
+        };
+        let queue = self.grants.get_or_init(|| {
+            let (queue, jobs) = mpsc::unbounded_channel();
+            // As for the audit queue: the task's store does not keep its own queue open.
+            let store = Self {
+                grants: Arc::default(),
+                audit: Arc::default(),
+                ..self.clone()
+            };
+            tokio::spawn(run(store, jobs));
+            queue
+        });
+        queue.send(job).map_err(|_| sqlx::Error::PoolClosed)?;
+        result.await.map_err(|_| sqlx::Error::PoolClosed)?
+    }
+}
+
+fn send<T>(answer: &Mutex<Option<oneshot::Sender<T>>>, value: T) {
+    let sender = answer.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(sender) = sender {
+        let _ = sender.send(value);
+    }
+}
+
+async fn run(store: Store, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while jobs.recv_many(&mut batch, BATCH).await > 0 {
+        match transaction(&store, &mut batch).await {
+            Ok(deliveries) => deliveries.into_iter().for_each(|deliver| deliver()),
+            Err(error) if batch.len() == 1 => {
+                if let Some(job) = batch.pop() {
+                    (job.fail)(error);
+                }
+            }
+            Err(_) => {
+                // Find the grant that failed: each runs again on its own.
+                for mut job in batch.drain(..) {
+                    match transaction(&store, std::slice::from_mut(&mut job)).await {
+                        Ok(deliveries) => deliveries.into_iter().for_each(|deliver| deliver()),
+                        Err(error) => (job.fail)(error),
+                    }
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// One transaction for `jobs`: their work in order, their audit rows, the commit.
+async fn transaction(store: &Store, jobs: &mut [Job]) -> Result<Vec<Deliver>, sqlx::Error> {
+    let mut tx = store.begin_write().await?;
+    let mut rows = Audit::new();
+    let mut deliveries = Vec::with_capacity(jobs.len());
+    for job in jobs.iter_mut() {
+        deliveries.push((job.work)(&mut tx, &mut rows).await?);
+    }
+    audit::insert_many(&mut tx, &rows).await?;
+    tx.commit().await?;
+    Ok(deliveries)
+}
