@@ -10,8 +10,8 @@
 
 use std::sync::{Arc, Mutex, mpsc};
 
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::PasswordHasher;
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, Version};
 use tokio::sync::Semaphore;
 
 use crate::config::PasswordsConfig;
@@ -55,14 +55,16 @@ impl Passwords {
             None,
         )
         .map_err(|_| PasswordError::Hash)?;
-        let permits = match config.max_concurrent {
+        let threads = match config.max_concurrent {
             0 => std::thread::available_parallelism().map_or(2, usize::from),
             n => n,
         };
         Ok(Self {
             params,
-            permits: Arc::new(Semaphore::new(permits)),
-            pool: hashing_threads(permits)?,
+            // One hash queued per thread beside the one it runs, so a thread that finishes
+            // starts the next at once instead of waiting for a request to be woken.
+            permits: Arc::new(Semaphore::new(threads * 2)),
+            pool: hashing_threads(threads)?,
             min_length: config.min_length,
             dummy: Arc::new(tokio::sync::OnceCell::new()),
         })
@@ -90,13 +92,8 @@ impl Passwords {
             None => self.dummy_hash().await?,
         };
         let password = password.to_owned();
-        let params = self.params.clone();
         let ok = self
-            .blocking(move || {
-                argon(&params)
-                    .verify_password(password.as_bytes(), phc.as_str())
-                    .is_ok()
-            })
+            .blocking(move || MEMORY.with_borrow_mut(|m| verify_in(m, password.as_bytes(), &phc)))
             .await?;
         Ok(ok && known)
     }
@@ -153,6 +150,45 @@ impl Passwords {
         }
         Ok(())
     }
+}
+
+thread_local! {
+    /// Each hashing thread's argon2 working memory (19 MiB at the default parameters), kept
+    /// from one verification to the next: allocating it afresh costs page faults and zeroing
+    /// on every sign-in (argon2 overwrites every block, so reuse is sound).
+    static MEMORY: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Verifies `password` against the PHC string `phc` (with the parameters it names, which may
+/// be older than the configured ones) in `memory`, compared in constant time.
+fn verify_in(memory: &mut Vec<Block>, password: &[u8], phc: &str) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (
+        Algorithm::try_from(hash.algorithm.as_str()),
+        Params::try_from(&hash),
+    ) else {
+        return false;
+    };
+    let version = match hash.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let blocks = params.block_count();
+    if memory.len() != blocks {
+        memory.clear();
+        memory.resize(blocks, Block::default());
+    }
+    let mut out = vec![0u8; expected.as_bytes().len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password, salt.as_ref(), &mut out, &mut memory[..])
+        .is_ok()
+        && aws_lc_rs::constant_time::verify_slices_are_equal(&out, expected.as_bytes()).is_ok()
 }
 
 /// Starts `n` hashing threads at a lower priority, fed by one queue. They end when every
@@ -227,6 +263,22 @@ mod tests {
         assert!(!p.verify("wrong", Some(&hash)).await.unwrap());
         assert!(!p.verify("correct horse battery", None).await.unwrap());
         assert!(!p.verify("x", Some("not a phc string")).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn verification_reuses_its_memory_and_follows_the_hash_parameters() {
+        let hash = passwords().hash("correct horse battery").await.unwrap();
+        // Memory sized for other parameters (an older configuration) is resized, then kept.
+        let mut memory = vec![Block::default(); 8];
+        assert!(verify_in(&mut memory, b"correct horse battery", &hash));
+        assert_eq!(memory.len(), 1024, "m=1024 KiB is 1024 blocks");
+        assert!(!verify_in(&mut memory, b"correct horse batterz", &hash));
+        assert!(verify_in(&mut memory, b"correct horse battery", &hash));
+        assert!(!verify_in(
+            &mut memory,
+            b"x",
+            "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ"
+        ));
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! Batched grant transactions for SQLite.
+//! Batched grant transactions.
 //!
 //! SQLite has one writer, and through sqlx every statement is a round trip to that
-//! connection's worker thread. A token grant (code exchange, refresh) is a handful of
+//! connection's worker thread (on PostgreSQL, a network round trip and server work). A token grant (code exchange, refresh) is a handful of
 //! statements; in a transaction of its own it also pays `BEGIN`, its audit row and `COMMIT`.
 //! Here concurrent grants share one transaction: their statements run one grant after another,
 //! their audit rows go in with one multi-row `INSERT`, and one `COMMIT` (and one flush of the
@@ -46,9 +46,11 @@ const BATCH: usize = 64;
 pub(super) type Queue = mpsc::UnboundedSender<Job>;
 
 impl Store {
-    /// Runs a grant's writes in a write transaction and returns their result once it is
-    /// durable. On SQLite the transaction is shared with concurrent grants (see the module
-    /// docs); on PostgreSQL, where writers run side by side, it is the grant's own.
+    /// Runs a grant's writes in a write transaction shared with concurrent grants (see the
+    /// module docs) and returns their result once it is durable. On PostgreSQL, too: there
+    /// each statement is a network round trip and work for the server's own process on the
+    /// same cores, and a batch spends one `BEGIN`, one audit `INSERT` and one `COMMIT` for
+    /// all its grants.
     pub async fn write_grant<T, F>(&self, mut work: F) -> Result<T, sqlx::Error>
     where
         T: Send + 'static,
@@ -56,14 +58,6 @@ impl Store {
             + Send
             + 'static,
     {
-        if self.wal.is_none() {
-            let mut tx = self.begin_write().await?;
-            let mut rows = Audit::new();
-            let value = work(&mut tx, &mut rows).await?;
-            audit::insert_many(&mut tx, &rows).await?;
-            tx.commit().await?;
-            return Ok(value);
-        }
         let (answer, result) = oneshot::channel::<Result<T, sqlx::Error>>();
         let answer = Arc::new(Mutex::new(Some(answer)));
         let on_failure = answer.clone();

@@ -60,7 +60,7 @@ pub struct Store {
     wal: Option<Arc<durable::WalSync>>,
     /// The queue of [`Store::append_audit`], started at its first use.
     audit: Arc<OnceLock<AuditQueue>>,
-    /// SQLite only: the queue of [`Store::write_grant`], started at its first use.
+    /// The queue of [`Store::write_grant`], started at its first use.
     grants: Arc<OnceLock<batch::Queue>>,
 }
 
@@ -182,16 +182,17 @@ impl Store {
         let options: AnyConnectOptions = url.parse().map_err(connect_error)?;
         let db = &config.database;
 
-        // `ping`: whether the pool pings a connection before handing it out. SQLite's pools do
-        // not: it would be one more round trip per transaction or query (a hop to the
-        // connection's worker thread and back, the writer's main cost); a dead connection
-        // fails its query, which is answered as unavailable, and is dropped. An abandoned
-        // write transaction is rolled back before its connection returns (`WriteTx`'s drop).
-        // PostgreSQL's pool does, since a server-side disconnect is common there.
-        let pool = |max: u32, ping: bool| {
+        // No pool pings a connection before handing it out: that would be one more round
+        // trip per transaction or query (on SQLite a hop to the connection's worker thread
+        // and back, on PostgreSQL a network round trip), the main cost of the cheap requests.
+        // A dead connection fails its query, which is answered as unavailable (503), and
+        // sqlx closes it; `/readyz` and the outage test show service resuming on its own. An
+        // abandoned write transaction is rolled back before its connection returns
+        // (`WriteTx`'s drop).
+        let pool = |max: u32| {
             let mut p = AnyPoolOptions::new()
                 .max_connections(max)
-                .test_before_acquire(ping)
+                .test_before_acquire(false)
                 .acquire_timeout(db.acquire_timeout)
                 .idle_timeout(Some(Duration::from_secs(300)));
             if kind == DatabaseKind::Sqlite {
@@ -210,14 +211,12 @@ impl Store {
         let first = async {
             match kind {
                 DatabaseKind::Sqlite => {
-                    let writer = pool(1, false).connect_with(options.clone()).await?;
-                    let reader = pool(db.max_connections, false)
-                        .connect_with(options)
-                        .await?;
+                    let writer = pool(1).connect_with(options.clone()).await?;
+                    let reader = pool(db.max_connections).connect_with(options).await?;
                     Ok::<_, sqlx::Error>((reader, writer))
                 }
                 DatabaseKind::Postgres => {
-                    let pool = pool(db.max_connections, true).connect_with(options).await?;
+                    let pool = pool(db.max_connections).connect_with(options).await?;
                     Ok((pool.clone(), pool))
                 }
             }

@@ -416,6 +416,17 @@ async fn readyz_follows_the_database(backend: Backend) {
     config.database.acquire_timeout = Duration::from_secs(1);
     let app = TestApp::start_with(config, "").await;
     assert_eq!(app.get("/readyz").await.status(), 200);
+    let client = app
+        .client(false, &["client_credentials"], &["api:read"])
+        .await;
+    let token = || {
+        app.token(
+            &client,
+            &[("grant_type", "client_credentials"), ("scope", "api:read")],
+        )
+    };
+    // Open several pooled connections, which the cut below breaks.
+    futures_util::future::join_all((0..6).map(|_| token())).await;
 
     proxy.cut();
     let down = app.get("/readyz").await;
@@ -432,6 +443,18 @@ async fn readyz_follows_the_database(backend: Backend) {
         })
         .await,
         "readiness did not recover"
+    );
+    // Every request after that works, whichever pooled connection it gets: broken ones are
+    // found and replaced, not handed out again and again.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        for (status, _, _) in futures_util::future::join_all((0..6).map(|_| token())).await {
+            statuses.push(status);
+        }
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "after recovery: {statuses:?}"
     );
     app.stop().await;
 }
