@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Store;
 use super::audit::{self, OwnedEvent};
+use crate::config::DatabaseKind;
 
 /// The audit rows a grant's work records; written with the batch.
 pub type Audit = Vec<OwnedEvent>;
@@ -42,6 +43,9 @@ pub(super) struct Job {
 
 /// Grants per batch at most.
 const BATCH: usize = 64;
+
+/// Batches in flight at once on PostgreSQL.
+const POSTGRES_BATCHES: usize = 4;
 
 pub(super) type Queue = mpsc::UnboundedSender<Job>;
 
@@ -80,7 +84,16 @@ impl Store {
                 audit: Arc::default(),
                 ..self.clone()
             };
-            tokio::spawn(run(store, jobs));
+            // SQLite has one writer, so one batch at a time. PostgreSQL runs transactions
+            // side by side: several batches at once keep its round trips overlapping.
+            let batches = match store.kind {
+                DatabaseKind::Sqlite => 1,
+                DatabaseKind::Postgres => POSTGRES_BATCHES,
+            };
+            let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
+            for _ in 0..batches {
+                tokio::spawn(run(store.clone(), jobs.clone()));
+            }
             queue
         });
         queue.send(job).map_err(|_| sqlx::Error::PoolClosed)?;
@@ -95,9 +108,9 @@ fn send<T>(answer: &Mutex<Option<oneshot::Sender<T>>>, value: T) {
     }
 }
 
-async fn run(store: Store, mut jobs: mpsc::UnboundedReceiver<Job>) {
+async fn run(store: Store, jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>>) {
     let mut batch = Vec::with_capacity(BATCH);
-    while jobs.recv_many(&mut batch, BATCH).await > 0 {
+    while jobs.lock().await.recv_many(&mut batch, BATCH).await > 0 {
         match transaction(&store, &mut batch).await {
             Ok(deliveries) => deliveries.into_iter().for_each(|deliver| deliver()),
             Err(error) if batch.len() == 1 => {
