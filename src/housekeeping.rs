@@ -75,7 +75,36 @@ pub async fn sweep(store: &Store) -> Result<u64, sqlx::Error> {
     Ok(total)
 }
 
+/// How often the SQLite log is checkpointed ([`Store::checkpoint`]).
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Starts the sweeper and, on SQLite, the checkpointer; both end with `stop`.
 pub fn spawn(store: Store, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    let checkpointer = (store.kind() == crate::config::DatabaseKind::Sqlite).then(|| {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(CHECKPOINT_INTERVAL);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = ticker.tick() => if let Err(error) = store.checkpoint().await {
+                        tracing::debug!(%error, "checkpoint failed; will retry");
+                    },
+                }
+            }
+        })
+    });
+    let sweeper = sweeper(store, stop);
+    tokio::spawn(async move {
+        let _ = sweeper.await;
+        if let Some(checkpointer) = checkpointer {
+            let _ = checkpointer.await;
+        }
+    })
+}
+
+fn sweeper(store: Store, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

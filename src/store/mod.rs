@@ -48,8 +48,15 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 /// `synchronous = NORMAL` leaves the per-commit fsync to [`WriteTx::commit`], which waits for a
 /// shared `fdatasync` of the log ([`durable::WalSync`]); SQLite itself still syncs the log
 /// before and the database after every checkpoint, so a crash can never corrupt the file.
+///
+/// `wal_autocheckpoint = 0`: a checkpoint copies the log into the database and syncs the
+/// database file, tens of milliseconds on a large database; run by whichever connection
+/// commits past the threshold, that is SQLite's one writer, it stalled every write queued
+/// behind it. The server checkpoints from a reader connection instead, without blocking writers
+/// ([`Store::checkpoint`], every second). A process without a server (the CLI) leaves the log
+/// to be checkpointed when its last connection closes, as SQLite always does.
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
+     PRAGMA wal_autocheckpoint = 0; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;";
 
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -354,6 +361,18 @@ impl Store {
                 "the audit event could not be written".into(),
             )),
         }
+    }
+
+    /// SQLite: copies what the write-ahead log holds into the database (a `PASSIVE`
+    /// checkpoint, which never waits for or blocks the writer), so the log stays short. A
+    /// no-op on PostgreSQL.
+    pub async fn checkpoint(&self) -> Result<(), sqlx::Error> {
+        if self.kind == DatabaseKind::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&mut *self.read().await?)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Whether the database answers a trivial query within `timeout`.

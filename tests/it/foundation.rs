@@ -854,3 +854,39 @@ async fn a_failing_grant_fails_alone_in_its_batch(backend: Backend) {
     assert_eq!(stored, ["first", "second", "taken", "third"]);
     app.stop().await;
 }
+
+/// SQLite's automatic checkpoint is off (it ran on the writer and stalled the writes behind
+/// it); the server's own checkpointer must keep the write-ahead log from growing: after a
+/// checkpoint, the next writes reuse the log from its start instead of extending it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_log_is_checkpointed_in_the_background() {
+    let db = TestDb::new(&Backend::Sqlite).await;
+    let app = TestApp::start(&db).await;
+    let wal = std::path::PathBuf::from(format!("{}-wal", db.url.trim_start_matches("sqlite://")));
+    let burst = |from: usize| {
+        let store = app.state.store.clone();
+        async move {
+            for i in from..from + 1500 {
+                let mut tx = store.begin_write().await.unwrap();
+                sqlx::query("INSERT INTO revoked_jti (jti, expires_at) VALUES ($1, $2)")
+                    .bind(format!("jti-{i:06}-{}", "x".repeat(200)))
+                    .bind(now() + 600)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+        }
+    };
+    burst(0).await;
+    let first = std::fs::metadata(&wal).unwrap().len();
+    assert!(first > 1_000_000, "the burst filled the log: {first} bytes");
+    tokio::time::sleep(tessera::housekeeping::CHECKPOINT_INTERVAL * 3).await;
+    burst(1500).await;
+    let second = std::fs::metadata(&wal).unwrap().len();
+    assert!(
+        second < first * 3 / 2,
+        "the log kept growing: {first} then {second} bytes"
+    );
+    app.stop().await;
+}
