@@ -130,8 +130,8 @@ tessera() {
 }
 
 # Scale: the code exchange and refresh on PostgreSQL against an empty database and against one
-# already holding BENCH_USERS users and BENCH_REFRESH_ROWS refresh tokens (30% of them expired),
-# then a sweep of the expired rows while an exchange load runs.
+# already holding BENCH_USERS users and BENCH_REFRESH_ROWS live refresh tokens; then
+# BENCH_EXPIRED_ROWS expired ones are added and swept while an exchange load runs.
 seed_scale() {
   echo "-- seeding $BENCH_USERS users and $BENCH_REFRESH_ROWS refresh tokens"
   local started=$SECONDS
@@ -143,6 +143,7 @@ seed_scale() {
 scale() {
   local c=${BENCH_SCALE_CONNECTIONS:-16}
   BENCH_USERS=${BENCH_USERS:-1000000} BENCH_REFRESH_ROWS=${BENCH_REFRESH_ROWS:-10000000}
+  BENCH_EXPIRED_ROWS=${BENCH_EXPIRED_ROWS:-3000000}
   for phase in empty 10m; do
     local name="tessera-postgres-$phase" db="tessera_scale_${phase}_$$"
     echo "== $name"
@@ -152,6 +153,8 @@ scale() {
     SEED=
     exchange_and_refresh "$name" "$c"
     if [ "$phase" = 10m ]; then
+      echo "-- adding $BENCH_EXPIRED_ROWS expired refresh tokens"
+      psql "${PG%/*}/$db" -v ON_ERROR_STOP=1 -q -v expired="$BENCH_EXPIRED_ROWS" -v client="$ID" -f bench/seed-expired.sql
       local rows; rows=$(psql "${PG%/*}/$db" -tAc "SELECT COUNT(*) FROM refresh_tokens")
       echo "-- sweeping expired rows during an exchange load ($rows refresh tokens)"
       "$DRV" prepare --issuer "$ISS" --client "$ID:$SECRET" --login "bench:bench passphrase for load" \

@@ -139,23 +139,6 @@ fn pkce_ok(challenge: Option<&str>, verifier: Option<&str>) -> bool {
     }
 }
 
-fn audit_event<'a>(
-    kind: &'a str,
-    outcome: &'a str,
-    client: &'a Client,
-    user: Option<&'a str>,
-    detail: &'a str,
-) -> audit::NewEvent<'a> {
-    audit::NewEvent {
-        kind,
-        outcome,
-        user_id: user,
-        client_id: Some(&client.id),
-        detail,
-        ..Default::default()
-    }
-}
-
 /// What a person's grant carries from token to token: the same for the code exchange and
 /// every refresh of its family.
 struct Grant<'a> {
@@ -237,41 +220,52 @@ impl NextRefresh {
     }
 }
 
-/// Stores `next` as the family's new refresh token, issued beside access token `jti`.
-#[allow(clippy::too_many_arguments)]
-async fn store_refresh(
-    conn: &mut sqlx::AnyConnection,
-    next: &NextRefresh,
-    family: (&str, i64),
-    client_id: &str,
-    user_id: &str,
-    grant: (&str, i64, &str, &str, &str),
-    access: (&str, i64),
-    now: i64,
-) -> Result<(), sqlx::Error> {
-    let (family_id, family_expires_at) = family;
-    let (scopes, auth_time, amr, sid, idp) = grant;
-    grants::insert_refresh(
-        conn,
-        &grants::NewRefresh {
-            token_hash: &token_hash(&next.token),
-            family_id,
-            client_id,
-            user_id: Some(user_id),
-            // The family keeps the original grant's scope (RFC 6749 §6).
-            scopes,
-            auth_time,
-            amr,
-            sid,
-            now,
-            expires_at: now.saturating_add(next.ttl).min(family_expires_at),
-            family_expires_at,
-            access_jti: access.0,
-            access_exp: access.1,
-            idp,
-        },
-    )
-    .await
+/// What a family's refresh tokens carry over from the grant that started it.
+struct Family<'a> {
+    id: &'a str,
+    expires_at: i64,
+    client_id: &'a str,
+    user_id: &'a str,
+    scopes: &'a str,
+    auth_time: i64,
+    amr: &'a str,
+    sid: &'a str,
+    idp: &'a str,
+}
+
+impl Family<'_> {
+    /// Stores `next` as the family's new refresh token, issued beside access token `jti`
+    /// (which expires at `access_exp`).
+    async fn store(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        next: &NextRefresh,
+        jti: &str,
+        access_exp: i64,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        grants::insert_refresh(
+            conn,
+            &grants::NewRefresh {
+                token_hash: &token_hash(&next.token),
+                family_id: self.id,
+                client_id: self.client_id,
+                user_id: Some(self.user_id),
+                // The family keeps the original grant's scope (RFC 6749 §6).
+                scopes: self.scopes,
+                auth_time: self.auth_time,
+                amr: self.amr,
+                sid: self.sid,
+                now,
+                expires_at: now.saturating_add(next.ttl).min(self.expires_at),
+                family_expires_at: self.expires_at,
+                access_jti: jti,
+                access_exp,
+                idp: self.idp,
+            },
+        )
+        .await
+    }
 }
 
 /// What a code exchange's writes found and did.
@@ -357,17 +351,20 @@ async fn exchange_writes(
     }
     let offline = row.scopes.split(' ').any(|s| s == "offline_access");
     let refresh_token = if offline && client.allows_grant("refresh_token") {
-        store_refresh(
-            conn,
-            &w.next,
-            (&row.grant_id, now.saturating_add(w.refresh_max_ttl)),
-            &client.id,
-            &row.user_id,
-            (&row.scopes, row.auth_time, &row.amr, &row.sid, &row.idp),
-            (&w.jti, w.access_exp),
-            now,
-        )
-        .await?;
+        let family = Family {
+            id: &row.grant_id,
+            expires_at: now.saturating_add(w.refresh_max_ttl),
+            client_id: &client.id,
+            user_id: &row.user_id,
+            scopes: &row.scopes,
+            auth_time: row.auth_time,
+            amr: &row.amr,
+            sid: &row.sid,
+            idp: &row.idp,
+        };
+        family
+            .store(conn, &w.next, &w.jti, w.access_exp, now)
+            .await?;
         Some(w.next.token.clone())
     } else {
         None
@@ -502,17 +499,20 @@ async fn refresh_writes(
         // As for codes: read before, never changes; no tokens from a mismatch.
         return Ok(Refreshed::Dead);
     }
-    store_refresh(
-        conn,
-        &w.next,
-        (&row.family_id, row.family_expires_at),
-        &w.client_id,
-        &w.user_id,
-        (&row.scopes, row.auth_time, &row.amr, &row.sid, &row.idp),
-        (&w.jti, w.access_exp),
-        now,
-    )
-    .await?;
+    let family = Family {
+        id: &row.family_id,
+        expires_at: row.family_expires_at,
+        client_id: &w.client_id,
+        user_id: &w.user_id,
+        scopes: &row.scopes,
+        auth_time: row.auth_time,
+        amr: &row.amr,
+        sid: &row.sid,
+        idp: &row.idp,
+    };
+    family
+        .store(conn, &w.next, &w.jti, w.access_exp, now)
+        .await?;
     rows.push(audit_row(
         "token_refreshed",
         "success",
@@ -655,16 +655,14 @@ async fn client_credentials(
     // The audit row is this grant's only write: it joins other requests' in one batch.
     state
         .store
-        .append_audit(
-            &audit_event(
-                "token_issued",
-                "success",
-                client,
-                None,
-                "client_credentials",
-            ),
+        .append_audit(audit_row(
+            "token_issued",
+            "success",
+            &client.id,
+            None,
+            "client_credentials",
             now,
-        )
+        ))
         .await?;
     Ok(TokenResponse {
         access_token,

@@ -63,7 +63,8 @@ pub async fn tail(conn: &mut AnyConnection, limit: i64) -> Result<Vec<AuditRow>,
     Ok(rows)
 }
 
-/// An event owned, for the [`Appender`] queue.
+/// An event owned, for the batched writers (`Store::append_audit`, `store::batch`): written
+/// with [`insert_many`].
 #[derive(Debug, Clone, Default)]
 pub struct OwnedEvent {
     pub kind: String,
@@ -74,21 +75,6 @@ pub struct OwnedEvent {
     pub user_agent: String,
     pub detail: String,
     pub at: i64,
-}
-
-impl NewEvent<'_> {
-    pub fn to_owned_at(&self, at: i64) -> OwnedEvent {
-        OwnedEvent {
-            kind: self.kind.to_owned(),
-            outcome: self.outcome.to_owned(),
-            user_id: self.user_id.map(str::to_owned),
-            client_id: self.client_id.map(str::to_owned),
-            ip: self.ip.to_owned(),
-            user_agent: self.user_agent.to_owned(),
-            detail: self.detail.to_owned(),
-            at,
-        }
-    }
 }
 
 /// Inserts `events` with one multi-row statement.

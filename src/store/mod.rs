@@ -332,11 +332,7 @@ impl Store {
     /// together: one transaction and one multi-row `INSERT` per batch, where each in its own
     /// transaction would cost SQLite's one writer three round trips. An event that belongs
     /// with other writes goes in their transaction instead ([`audit::insert`]).
-    pub async fn append_audit(
-        &self,
-        event: &audit::NewEvent<'_>,
-        now: i64,
-    ) -> Result<(), sqlx::Error> {
+    pub async fn append_audit(&self, event: audit::OwnedEvent) -> Result<(), sqlx::Error> {
         let queue = self.audit.get_or_init(|| {
             let (queue, events) = tokio::sync::mpsc::unbounded_channel();
             // The writer task's store has a queue of its own (never started), so it does not
@@ -351,9 +347,7 @@ impl Store {
         });
         let (reply, answer) = tokio::sync::oneshot::channel();
         let gone = || sqlx::Error::PoolClosed;
-        queue
-            .send((event.to_owned_at(now), reply))
-            .map_err(|_| gone())?;
+        queue.send((event, reply)).map_err(|_| gone())?;
         match answer.await.map_err(|_| gone())? {
             Ok(()) => Ok(()),
             Err(true) => Err(sqlx::Error::PoolTimedOut),
