@@ -20,6 +20,7 @@ on_both_databases!(
     a_sign_in_ends_after_the_absolute_timeout,
     security_events_reach_the_audit_log,
     cli_manages_users,
+    fifty_registrations_of_one_username_make_one_account,
 );
 
 const PASSWORD: &str = "plum tree at dawn";
@@ -1142,4 +1143,45 @@ async fn wait_for_link(outbox: &std::path::Path, path: &str) -> String {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("no email with {path}");
+}
+
+/// Fifty browsers register the same username at once (each with its own address): exactly one
+/// account is made, every other attempt gets the form back saying the username is taken, and
+/// nothing fails with a 500.
+async fn fifty_registrations_of_one_username_make_one_account(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    // The per-IP registration limit would answer most of them 429 (all from 127.0.0.1).
+    let mut config = test_config(&db.url);
+    config.throttle.registrations_per_ip = 1_000;
+    let app = TestApp::start_with(config, "").await;
+    let username = unique("race");
+    let attempts = futures_util::future::join_all((0..50).map(|i| {
+        let browser = app.browser();
+        let username = username.clone();
+        async move {
+            browser
+                .register(&username, &format!("{username}-{i}@example.com"), PASSWORD)
+                .await
+        }
+    }))
+    .await;
+    let statuses: Vec<u16> = attempts.iter().map(|p| p.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 303).count(),
+        1,
+        "{statuses:?}"
+    );
+    for page in attempts.iter().filter(|p| p.status != 303) {
+        assert_eq!(page.status, 409, "{statuses:?}");
+        assert!(page.has("taken"), "{}", page.body);
+    }
+    let mut conn = app.state.store.read().await.unwrap();
+    let accounts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE username = $1")
+        .bind(&username)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(accounts, 1);
+    drop(conn);
+    app.stop().await;
 }

@@ -922,7 +922,7 @@ async fn concurrent_use_of_one_code_or_refresh_token_succeeds_once(backend: Back
         ("redirect_uri", client.redirect_uri.as_str()),
         ("code_verifier", verifier.as_str()),
     ];
-    let results = futures_join(10, || app.token(&client, &exchange)).await;
+    let results = futures_join(50, || app.token(&client, &exchange)).await;
     let ok: Vec<&Value> = results
         .iter()
         .filter(|(s, _, _)| *s == 200)
@@ -946,7 +946,7 @@ async fn concurrent_use_of_one_code_or_refresh_token_succeeds_once(backend: Back
         ("grant_type", "refresh_token"),
         ("refresh_token", refresh.as_str()),
     ];
-    let results = futures_join(10, || app.token(&client, &form)).await;
+    let results = futures_join(50, || app.token(&client, &form)).await;
     let statuses: Vec<String> = results
         .iter()
         .map(|(s, b, _)| format!("{s} {}", b["error"]))
