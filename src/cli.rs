@@ -360,7 +360,8 @@ async fn keys_list(config: Config, out: Output) -> Result<(), Failure> {
 
 async fn keys_rotate(config: Config, out: Output) -> Result<(), Failure> {
     let store = open(&config).await?;
-    let ring = KeyRing::load(store.clone(), KeyPolicy::from_config(&config))
+    let policy = KeyPolicy::from_config(&config).map_err(Failure::runtime)?;
+    let ring = KeyRing::load(store.clone(), policy)
         .await
         .map_err(Failure::runtime)?;
     let row = ring.rotate().await.map_err(Failure::runtime)?;

@@ -34,6 +34,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "tokens",
     "http",
     "redis_url",
+    "master_key",
+    "master_key_file",
     "accounts",
     "passwords",
     "sessions",
@@ -62,6 +64,12 @@ pub struct Config {
     pub http: HttpConfig,
     /// `redis://host:port`: share throttling counters between replicas. Empty: in memory.
     pub redis_url: String,
+    /// 32 bytes in base64: the AES-256-GCM key that encrypts the private signing keys in the
+    /// database. Empty (and no `master_key_file`): they are stored unencrypted, with a warning
+    /// at start.
+    pub master_key: String,
+    /// A file holding the master key (base64), instead of `master_key`.
+    pub master_key_file: String,
     pub accounts: AccountsConfig,
     pub passwords: PasswordsConfig,
     pub sessions: SessionsConfig,
@@ -405,6 +413,8 @@ impl Default for Config {
             tokens: TokensConfig::default(),
             http: HttpConfig::default(),
             redis_url: String::new(),
+            master_key: String::new(),
+            master_key_file: String::new(),
             accounts: AccountsConfig::default(),
             passwords: PasswordsConfig::default(),
             sessions: SessionsConfig::default(),
@@ -487,6 +497,32 @@ pub enum DatabaseKind {
 }
 
 impl Config {
+    /// The master key that seals the private signing keys, if one is configured.
+    pub fn master_key(&self) -> Result<Option<crate::crypto::sealed::MasterKey>, ConfigError> {
+        use crate::crypto::sealed::MasterKey;
+        match (self.master_key.is_empty(), self.master_key_file.is_empty()) {
+            (true, true) => Ok(None),
+            (false, false) => Err(ConfigError::new(
+                "master_key",
+                "set master_key or master_key_file, not both",
+            )),
+            (false, true) => MasterKey::parse(&self.master_key)
+                .map(Some)
+                .map_err(|why| ConfigError::new("master_key", why)),
+            (true, false) => {
+                let text = std::fs::read_to_string(&self.master_key_file).map_err(|e| {
+                    ConfigError::new(
+                        "master_key_file",
+                        format!("cannot read {}: {e}", self.master_key_file),
+                    )
+                })?;
+                MasterKey::parse(&text)
+                    .map(Some)
+                    .map_err(|why| ConfigError::new("master_key_file", why))
+            }
+        }
+    }
+
     /// Loads defaults, then `file` (or `config/tessera.toml` when it exists), then the process
     /// environment, and validates the result.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -685,6 +721,7 @@ impl Config {
                 ));
             }
         }
+        self.master_key()?;
         let p = &self.passwords;
         if !(8..=128).contains(&p.min_length) {
             return Err(ConfigError::new(
@@ -916,12 +953,37 @@ mod tests {
             ("TESSERA_KEYS__RSA_BITS", "1024", "keys.rsa_bits"),
             ("TESSERA_BIND", "localhost", "bind"),
             ("TESSERA_LOG_FORMAT", "xml", "log_format"),
+            ("TESSERA_MASTER_KEY", "c2hvcnQ=", "master_key"),
+            (
+                "TESSERA_MASTER_KEY_FILE",
+                "/nonexistent/key",
+                "master_key_file",
+            ),
         ];
         for (var, value, key) in cases {
             let err = load(&[(var, value)]).unwrap_err();
             assert_eq!(err.key, *key, "{var}={value}: {err}");
             assert!(!err.to_string().contains('\n'), "one line: {err}");
         }
+    }
+
+    #[test]
+    fn the_master_key_comes_from_the_environment_or_a_file_and_never_prints() {
+        let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+        let c = load(&[("TESSERA_MASTER_KEY", key)]).unwrap();
+        let master = c.master_key().unwrap().unwrap();
+        assert!(!format!("{master:?}").contains(key));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("master.key");
+        std::fs::write(&file, format!("{key}\n")).unwrap();
+        let c = load(&[("TESSERA_MASTER_KEY_FILE", file.to_str().unwrap())]).unwrap();
+        assert!(c.master_key().unwrap().is_some());
+        assert!(load(&[]).unwrap().master_key().unwrap().is_none());
+        let both = load(&[
+            ("TESSERA_MASTER_KEY", key),
+            ("TESSERA_MASTER_KEY_FILE", file.to_str().unwrap()),
+        ]);
+        assert_eq!(both.unwrap_err().key, "master_key");
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl Application {
         if applied > 0 {
             tracing::info!(applied, "database migrations applied");
         }
-        let keys = Arc::new(KeyRing::load(store.clone(), KeyPolicy::from_config(&config)).await?);
+        let keys = Arc::new(KeyRing::load(store.clone(), KeyPolicy::from_config(&config)?).await?);
         let declared = oidc::clients::sync_declared(&store, &config).await?;
         if declared > 0 {
             tracing::info!(

@@ -22,6 +22,7 @@ use aws_lc_rs::signature::KeyPair as _;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::sealed::{self, MasterKey};
 use super::{b64url, jwt, sha256};
 use crate::config::Config;
 use crate::store::{self, Store, keys::KeyRow};
@@ -39,17 +40,24 @@ pub struct KeyPolicy {
     pub retain: Duration,
     /// `Cache-Control: max-age` of the JWKS.
     pub max_age: Duration,
+    /// Seals the private keys in the database (`crypto::sealed`); none: stored plain.
+    pub master: Option<Arc<MasterKey>>,
 }
 
 impl KeyPolicy {
-    pub fn from_config(config: &Config) -> Self {
-        Self {
+    pub fn from_config(config: &Config) -> Result<Self, KeyError> {
+        let master = config
+            .master_key()
+            .map_err(|e| KeyError::MasterKey(e.to_string()))?
+            .map(Arc::new);
+        Ok(Self {
             rsa_bits: config.keys.rsa_bits,
             rotate_after: config.keys.rotate_after,
             prepublish: config.keys.prepublish,
             retain: config.max_jwt_ttl() + config.keys.grace,
             max_age: config.http.metadata_max_age,
-        }
+            master,
+        })
     }
 }
 
@@ -61,6 +69,14 @@ pub enum KeyError {
     Generate,
     #[error("no usable signing key")]
     NoKey,
+    #[error("master key: {0}")]
+    MasterKey(String),
+    #[error(
+        "the stored signing keys are encrypted and no master key is set: set TESSERA_MASTER_KEY (or master_key_file) to the key they were encrypted with"
+    )]
+    Sealed,
+    #[error("the stored signing keys cannot be decrypted with this master key")]
+    WrongMasterKey,
     #[error(transparent)]
     Sign(#[from] jwt::SignError),
 }
@@ -165,6 +181,22 @@ impl KeyRing {
             // First start: the key signs at once, as there is nothing yet to verify. Several
             // replicas starting together on an empty database add one key between them.
             ring.add_key(Duration::ZERO, Some(0)).await?;
+        }
+        match &ring.policy.master {
+            Some(master) => ring.seal_plain_keys(master, &rows).await?,
+            None => tracing::warn!(
+                "the private signing keys are stored unencrypted: set TESSERA_MASTER_KEY (32 bytes, base64) to encrypt them"
+            ),
+        }
+        // A stored key the ring cannot read at all means a missing or wrong master key: say so
+        // now rather than fail every token request.
+        let readable = rows
+            .iter()
+            .any(|r| private_pkcs8(r, ring.policy.master.as_deref()).is_ok());
+        if let Some(row) = rows.first().filter(|_| !readable) {
+            return Err(private_pkcs8(row, ring.policy.master.as_deref())
+                .err()
+                .unwrap_or(KeyError::NoKey));
         }
         ring.refresh().await?;
         Ok(ring)
@@ -275,7 +307,7 @@ impl KeyRing {
         }
         let keys: Vec<Arc<LiveKey>> = rows
             .into_iter()
-            .filter_map(|row| match parse_row(row) {
+            .filter_map(|row| match parse_row(row, self.policy.master.as_deref()) {
                 Ok(key) => Some(Arc::new(key)),
                 Err(kid) => {
                     tracing::error!(
@@ -326,6 +358,12 @@ impl KeyRing {
         let (pkcs8, jwk) = tokio::task::spawn_blocking(move || generate(bits))
             .await
             .map_err(|_| KeyError::Generate)??;
+        let private_key = match &self.policy.master {
+            Some(master) => master
+                .seal(&pkcs8, &jwk.kid)
+                .map_err(|_| KeyError::Generate)?,
+            None => pkcs8,
+        };
         let now = store::now_unix();
         let mut tx = self.store.begin_write().await?;
         let newest = store::keys::max_generation(&mut tx).await?;
@@ -338,7 +376,7 @@ impl KeyRing {
             kid: jwk.kid.clone(),
             generation,
             algorithm: ALGORITHM.into(),
-            private_key: pkcs8,
+            private_key,
             public_jwk: serde_json::to_string(&jwk).map_err(|_| KeyError::Generate)?,
             created_at: now,
             active_from: now.saturating_add(secs(prepublish)),
@@ -366,6 +404,20 @@ impl KeyRing {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Seals every key still stored plain (written before a master key was set).
+    async fn seal_plain_keys(&self, master: &MasterKey, rows: &[KeyRow]) -> Result<(), KeyError> {
+        for row in rows.iter().filter(|r| !sealed::is_sealed(&r.private_key)) {
+            let sealed = master
+                .seal(&row.private_key, &row.kid)
+                .map_err(|_| KeyError::Generate)?;
+            let mut tx = self.store.begin_write().await?;
+            store::keys::replace_private_key(&mut tx, &row.kid, &row.private_key, &sealed).await?;
+            tx.commit().await?;
+            tracing::info!(kid = row.kid, "signing key encrypted with the master key");
+        }
+        Ok(())
     }
 
     async fn rows(&self) -> Result<Vec<KeyRow>, KeyError> {
@@ -447,9 +499,21 @@ fn generate(bits: u32) -> Result<(Vec<u8>, PublicJwk), KeyError> {
     Ok((der.as_ref().to_vec(), PublicJwk::of(&pair)))
 }
 
+/// The PKCS#8 document of a stored key: opened with the master key when sealed.
+fn private_pkcs8(row: &KeyRow, master: Option<&MasterKey>) -> Result<Vec<u8>, KeyError> {
+    if !sealed::is_sealed(&row.private_key) {
+        return Ok(row.private_key.clone());
+    }
+    let master = master.ok_or(KeyError::Sealed)?;
+    master
+        .open(&row.private_key, &row.kid)
+        .ok_or(KeyError::WrongMasterKey)
+}
+
 /// Parses a stored key and checks that it is the key its kid names.
-fn parse_row(row: KeyRow) -> Result<LiveKey, String> {
-    let pair = KeyPair::from_pkcs8(&row.private_key).map_err(|_| row.kid.clone())?;
+fn parse_row(row: KeyRow, master: Option<&MasterKey>) -> Result<LiveKey, String> {
+    let pkcs8 = private_pkcs8(&row, master).map_err(|_| row.kid.clone())?;
+    let pair = KeyPair::from_pkcs8(&pkcs8).map_err(|_| row.kid.clone())?;
     if PublicJwk::of(&pair).kid != row.kid {
         return Err(row.kid);
     }
@@ -559,26 +623,53 @@ mod tests {
     #[test]
     fn generated_keys_sign_and_round_trip_through_pkcs8() {
         let (der, jwk) = generate(2048).unwrap();
-        let key = parse_row(KeyRow {
-            kid: jwk.kid.clone(),
-            generation: 1,
-            algorithm: ALGORITHM.into(),
-            private_key: der,
-            public_jwk: String::new(),
-            created_at: 0,
-            active_from: 0,
-            retired_at: None,
-            published_until: None,
-        })
+        let key = parse_row(
+            KeyRow {
+                kid: jwk.kid.clone(),
+                generation: 1,
+                algorithm: ALGORITHM.into(),
+                private_key: der,
+                public_jwk: String::new(),
+                created_at: 0,
+                active_from: 0,
+                retired_at: None,
+                published_until: None,
+            },
+            None,
+        )
         .unwrap();
         let token = key.sign("JWT", &serde_json::json!({"sub": "x"})).unwrap();
         assert_eq!(token.split('.').count(), 3);
         assert!(
-            parse_row(KeyRow {
-                kid: "wrong".into(),
-                ..row("x", 1, 0, None)
-            })
+            parse_row(
+                KeyRow {
+                    kid: "wrong".into(),
+                    ..row("x", 1, 0, None)
+                },
+                None
+            )
             .is_err()
         );
+    }
+
+    #[test]
+    fn sealed_keys_need_the_master_key_they_were_sealed_with() {
+        let (der, jwk) = generate(2048).unwrap();
+        let master = MasterKey::parse("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").unwrap();
+        let sealed = KeyRow {
+            kid: jwk.kid.clone(),
+            private_key: master.seal(&der, &jwk.kid).unwrap(),
+            ..row("x", 1, 0, None)
+        };
+        assert!(parse_row(sealed.clone(), Some(&master)).is_ok());
+        assert!(matches!(
+            private_pkcs8(&sealed, None),
+            Err(KeyError::Sealed)
+        ));
+        let other = MasterKey::parse("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").unwrap();
+        assert!(matches!(
+            private_pkcs8(&sealed, Some(&other)),
+            Err(KeyError::WrongMasterKey)
+        ));
     }
 }

@@ -3,6 +3,7 @@
 pub mod jwt;
 pub mod keys;
 pub mod password;
+pub mod sealed;
 pub mod secrets;
 
 use base64::Engine as _;

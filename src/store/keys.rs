@@ -83,6 +83,23 @@ pub async fn insert_and_retire_older(
     Ok(())
 }
 
+/// Replaces a key's stored private part (`old` → `new`: sealing a plain key), unless another
+/// process did it first.
+pub async fn replace_private_key(
+    conn: &mut AnyConnection,
+    kid: &str,
+    old: &[u8],
+    new: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2 AND private_key = $3")
+        .bind(new)
+        .bind(kid)
+        .bind(old)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Deletes keys no longer published (their private part is not needed any more).
 pub async fn prune(conn: &mut AnyConnection, now: i64) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(

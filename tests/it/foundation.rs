@@ -21,6 +21,7 @@ on_both_databases!(
     sweep_deletes_expired_rows_in_batches_and_keeps_live_ones,
     clients_that_hang_up_mid_request_never_wedge_the_database,
     a_failing_grant_fails_alone_in_its_batch,
+    private_keys_are_encrypted_at_rest_with_the_master_key,
 );
 
 fn now() -> i64 {
@@ -889,4 +890,82 @@ async fn the_sqlite_log_is_checkpointed_in_the_background() {
         "the log kept growing: {first} then {second} bytes"
     );
     app.stop().await;
+}
+
+const MASTER_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// The stored private parts of the signing keys, straight from the table.
+async fn stored_private_keys(db_url: &str) -> Vec<Vec<u8>> {
+    let store = tessera::store::Store::open(&test_config(db_url))
+        .await
+        .unwrap();
+    let keys: Vec<Vec<u8>> = sqlx::query_scalar("SELECT private_key FROM signing_keys")
+        .fetch_all(store.reader())
+        .await
+        .unwrap();
+    store.close().await;
+    keys
+}
+
+/// Why `config` does not start, as the operator would read it.
+async fn start_error(config: tessera::Config) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    match tessera::Application::with_listener(config, listener).await {
+        Ok(_) => panic!("it started"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// With a master key, the private signing keys are stored AES-256-GCM-sealed (never the
+/// PKCS#8 document), keys stored plain before are sealed at the next start, tokens still
+/// verify across restarts, and a start without the key, or with another one, stops with a
+/// clear reason instead of failing token requests.
+async fn private_keys_are_encrypted_at_rest_with_the_master_key(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    // First without a master key: stored plain (a PKCS#8 DER document starts with 0x30).
+    let app = TestApp::start(&db).await;
+    let kid = app.signing_kid();
+    let plain = stored_private_keys(&db.url).await;
+    assert!(plain.iter().all(|k| k.first() == Some(&0x30)));
+    app.stop().await;
+
+    let with_key = || {
+        let mut config = test_config(&db.url);
+        config.master_key = MASTER_KEY.into();
+        config
+    };
+    let app = TestApp::start_with(with_key(), "").await;
+    assert_eq!(app.signing_kid(), kid, "the same key, now sealed");
+    let sealed = stored_private_keys(&db.url).await;
+    for (stored, before) in sealed.iter().zip(&plain) {
+        assert!(stored.starts_with(b"TSK1"), "sealed form");
+        assert!(
+            !stored
+                .windows(64)
+                .any(|w| before.windows(64).any(|p| p == w)),
+            "no run of the private key in the stored form"
+        );
+    }
+    let token = app.state.keys.sign("JWT", &claims(&app.issuer)).unwrap();
+    verify_with_jwks(&token, &app.jwks().await, &app.issuer);
+    // A rotation stores the new key sealed too.
+    app.state.keys.rotate().await.unwrap();
+    assert!(
+        stored_private_keys(&db.url)
+            .await
+            .iter()
+            .all(|k| k.starts_with(b"TSK1"))
+    );
+    app.stop().await;
+
+    let app = TestApp::start_with(with_key(), "").await;
+    assert_eq!(app.signing_kid(), kid, "a restart with the key reads it");
+    app.stop().await;
+
+    let without = start_error(test_config(&db.url)).await;
+    assert!(without.contains("TESSERA_MASTER_KEY"), "{without}");
+    let mut other = test_config(&db.url);
+    other.master_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
+    let wrong = start_error(other).await;
+    assert!(wrong.contains("cannot be decrypted"), "{wrong}");
 }
