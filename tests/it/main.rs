@@ -5,6 +5,7 @@
 mod helpers;
 
 mod accounts;
+mod faults;
 mod foundation;
 mod oauth;
 mod upstream;
