@@ -22,6 +22,7 @@ on_both_databases!(
     rp_initiated_logout,
     approved_apps_can_be_revoked,
     cli_manages_clients,
+    hostile_input_gets_clean_errors,
 );
 
 const PASSWORD: &str = "plum tree at dawn";
@@ -270,6 +271,53 @@ async fn unknown_clients_and_redirect_uris_get_a_page_never_a_redirect(backend: 
         vec![
             ("client_id", &client.id),
             ("redirect_uri", "http://app.example/cb"),
+        ],
+        // Registered: https://app.example/cb. Every look-alike below is refused (RFC 9700
+        // §4.1.3: exact string matching).
+        vec![
+            ("client_id", &client.id),
+            ("redirect_uri", "https://app.example/%63b"),
+        ],
+        vec![
+            ("client_id", &client.id),
+            ("redirect_uri", "https://app.example@evil.example/cb"),
+        ],
+        vec![
+            ("client_id", &client.id),
+            ("redirect_uri", "https://user@app.example/cb"),
+        ],
+        vec![
+            ("client_id", &client.id),
+            ("redirect_uri", "https://app.example/cb/extra"),
+        ],
+        vec![
+            ("client_id", &client.id),
+            ("redirect_uri", "https://app.example/cb#frag"),
+        ],
+        vec![
+            ("client_id", &client.id),
+            ("redirect_uri", "https://app.example:443/cb"),
+        ],
+        vec![
+            ("client_id", &client.id),
+            ("redirect_uri", "https://app.example./cb"),
+        ],
+        vec![
+            ("client_id", &client.id),
+            // IDN look-alike: a Cyrillic "а", and its punycode form.
+            ("redirect_uri", "https://\u{430}pp.example/cb"),
+        ],
+        vec![
+            ("client_id", &client.id),
+            ("redirect_uri", "https://xn--pp-7kc.example/cb"),
+        ],
+        vec![
+            ("client_id", &client.id),
+            ("redirect_uri", "https://app.example\\@evil.example/cb"),
+        ],
+        vec![
+            ("client_id", &client.id),
+            ("redirect_uri", " https://app.example/cb"),
         ],
         vec![("client_id", &client.id)],
         vec![("redirect_uri", "https://app.example/cb")],
@@ -1533,4 +1581,113 @@ async fn discovery_advertises_the_authorization_server() {
         );
     }
     app.stop().await;
+}
+
+/// Oversized, malformed and hostile requests get a clean 4xx with the exact error, never a
+/// 500, a panic or a redirect.
+async fn hostile_input_gets_clean_errors(backend: Backend) {
+    let (_db, app, browser) = setup(&backend).await;
+    let service = app
+        .client(false, &["client_credentials"], &["api:read"])
+        .await;
+    let secret = service.secret.clone().unwrap();
+    let post = |path: &'static str, body: Vec<u8>| {
+        app.client
+            .post(app.url(path))
+            .basic_auth(&service.id, Some(&secret))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    // (what, path, body, status, OAuth error)
+    type Case = (
+        &'static str,
+        &'static str,
+        Vec<u8>,
+        u16,
+        Option<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
+        ("a 3 MB body", "/token", vec![b'a'; 3_000_000], 413, None),
+        (
+            "a repeated grant_type",
+            "/token",
+            b"grant_type=client_credentials&grant_type=client_credentials".to_vec(),
+            400,
+            Some("invalid_request"),
+        ),
+        (
+            "a NUL byte in grant_type",
+            "/token",
+            b"grant_type=client%00_credentials".to_vec(),
+            400,
+            Some("invalid_request"),
+        ),
+        (
+            "invalid UTF-8, percent-encoded",
+            "/token",
+            b"grant_type=client_credentials&scope=%FF".to_vec(),
+            400,
+            Some("invalid_scope"),
+        ),
+        (
+            "invalid UTF-8, raw",
+            "/token",
+            b"grant_type=client_credentials&scope=\xff\xfe".to_vec(),
+            400,
+            Some("invalid_scope"),
+        ),
+        (
+            "SQL metacharacters",
+            "/token",
+            b"grant_type=client_credentials&scope=api%3Aread%27%20OR%20%271%27%3D%271".to_vec(),
+            400,
+            Some("invalid_scope"),
+        ),
+        (
+            "a NUL byte in the introspected token",
+            "/introspect",
+            b"token=abc%00def".to_vec(),
+            400,
+            Some("invalid_request"),
+        ),
+    ];
+    for (name, path, body, status, error) in cases {
+        let answer = post(path, body).await.unwrap();
+        assert_eq!(answer.status().as_u16(), status, "{name}");
+        if let Some(error) = error {
+            let body: Value = answer.json().await.unwrap();
+            assert_eq!(body["error"], error, "{name}: {body}");
+        }
+    }
+    // A query string far past any sane length (too long for an HTTP client library to even
+    // send, so over a raw connection): refused before it is parsed.
+    let addr = app.issuer.trim_start_matches("http://").to_owned();
+    let mut raw = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "GET /authorize?state={} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+        "a".repeat(300_000)
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = raw.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = raw.read_to_end(&mut answer).await;
+    let status_line = String::from_utf8_lossy(&answer);
+    assert!(
+        status_line.starts_with("HTTP/1.1 414"),
+        "{}",
+        status_line.lines().next().unwrap_or_default()
+    );
+    // NUL and invalid UTF-8 in the authorization request: the error page, not a redirect.
+    let page = browser.get("/authorize?client_id=x&state=%FF%00").await;
+    assert_eq!(page.status, 400);
+    assert!(page.headers.get("location").is_none());
+    // The service still works.
+    let (status, _, _) = app
+        .token(
+            &service,
+            &[("grant_type", "client_credentials"), ("scope", "api:read")],
+        )
+        .await;
+    assert_eq!(status, 200);
 }
