@@ -22,6 +22,7 @@ on_both_databases!(
     clients_that_hang_up_mid_request_never_wedge_the_database,
     a_failing_grant_fails_alone_in_its_batch,
     private_keys_are_encrypted_at_rest_with_the_master_key,
+    rotation_under_load_never_breaks_a_fresh_token,
 );
 
 fn now() -> i64 {
@@ -36,6 +37,11 @@ fn now() -> i64 {
 /// Verifies `token` with `jsonwebtoken` using only the `n`/`e` of the JWKS entry named by its
 /// `kid` header — as a relying party would, without Tessera's own key objects.
 fn verify_with_jwks(token: &str, jwks: &Value, issuer: &str) -> Value {
+    verify_for(token, jwks, issuer, "test-audience")
+}
+
+/// As [`verify_with_jwks`], for a token meant for `audience`.
+fn verify_for(token: &str, jwks: &Value, issuer: &str, audience: &str) -> Value {
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.alg, Algorithm::RS256);
     let kid = header.kid.expect("kid header");
@@ -50,7 +56,7 @@ fn verify_with_jwks(token: &str, jwks: &Value, issuer: &str) -> Value {
             .unwrap();
     let mut validation = Validation::new(Algorithm::RS256);
     validation.set_issuer(&[issuer]);
-    validation.set_audience(&["test-audience"]);
+    validation.set_audience(&[audience]);
     jsonwebtoken::decode::<Value>(token, &key, &validation)
         .unwrap()
         .claims
@@ -968,4 +974,78 @@ async fn private_keys_are_encrypted_at_rest_with_the_master_key(backend: Backend
     other.master_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into();
     let wrong = start_error(other).await;
     assert!(wrong.contains("cannot be decrypted"), "{wrong}");
+}
+
+/// One of two replicas rotates the signing key every quarter second while both issue access
+/// tokens as fast as they can: every token verifies against the JWKS fetched from the *other*
+/// replica right after it was issued. (A key is published `keys.prepublish` before it signs,
+/// and that is longer than the interval at which replicas re-read the key table.)
+async fn rotation_under_load_never_breaks_a_fresh_token(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let mut config = test_config(&db.url);
+    config.keys.refresh = Duration::from_millis(100);
+    // Key times are whole seconds: the shortest prepublish that means anything is one second
+    // (and it must exceed `keys.refresh`, as the README says).
+    config.keys.prepublish = Duration::from_secs(2);
+    let a = TestApp::start_with(config.clone(), "").await;
+    let b = TestApp::start_with(config, "").await;
+    let service = a
+        .client(false, &["client_credentials"], &["api:read"])
+        .await;
+    let rotations = {
+        let keys = a.state.keys.clone();
+        tokio::spawn(async move {
+            let mut kids = Vec::new();
+            for _ in 0..12 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if let Some(row) = keys.rotate().await.unwrap() {
+                    kids.push(row.kid);
+                }
+            }
+            kids
+        })
+    };
+    let mut verified = 0;
+    let mut signers = std::collections::HashSet::new();
+    // Past the last rotation's activation: keys made in the first 3 s start signing 2 s later.
+    let until = std::time::Instant::now() + Duration::from_millis(5_500);
+    while std::time::Instant::now() < until {
+        for (issuer, other) in [(&a, &b), (&b, &a)] {
+            let (status, body, _) = issuer
+                .token(
+                    &service,
+                    &[("grant_type", "client_credentials"), ("scope", "api:read")],
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            let token = body["access_token"].as_str().unwrap();
+            let jwks = other.jwks().await;
+            let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+            let published: Vec<&str> = jwks["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|k| k["kid"].as_str())
+                .collect();
+            assert!(
+                published.contains(&kid.as_str()),
+                "at {} a token signed by {kid} (issued by {}), but the other replica publishes only {published:?}",
+                now(),
+                issuer.issuer
+            );
+            verify_for(token, &jwks, &issuer.issuer, &issuer.issuer);
+            signers.insert(jsonwebtoken::decode_header(token).unwrap().kid.unwrap());
+            verified += 1;
+        }
+    }
+    let rotated = rotations.await.unwrap();
+    assert!(rotated.len() >= 10, "rotations: {rotated:?}");
+    assert!(verified > 40, "{verified} tokens");
+    assert!(
+        signers.len() >= 4,
+        "tokens were signed by {} keys",
+        signers.len()
+    );
+    a.stop().await;
+    b.stop().await;
 }
