@@ -1608,7 +1608,6 @@ async fn hostile_input_gets_clean_errors(backend: Backend) {
         Option<&'static str>,
     );
     let cases: Vec<Case> = vec![
-        ("a 3 MB body", "/token", vec![b'a'; 3_000_000], 413, None),
         (
             "a repeated grant_type",
             "/token",
@@ -1660,15 +1659,31 @@ async fn hostile_input_gets_clean_errors(backend: Backend) {
             assert_eq!(body["error"], error, "{name}: {body}");
         }
     }
+    // A 3 MB body: 413 without reading it whole. The server may answer and close while the
+    // body is still being sent, so over a raw connection, whose write errors are expected.
+    let addr = app.issuer.trim_start_matches("http://").to_owned();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /token HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 3000000\r\nConnection: close\r\n\r\n"
+    );
+    let _ = raw.write_all(head.as_bytes()).await;
+    let _ = raw.write_all(&vec![b'a'; 3_000_000]).await;
+    let mut answer = Vec::new();
+    let _ = raw.read_to_end(&mut answer).await;
+    let status_line = String::from_utf8_lossy(&answer);
+    assert!(
+        status_line.starts_with("HTTP/1.1 413"),
+        "{}",
+        status_line.lines().next().unwrap_or_default()
+    );
     // A query string far past any sane length (too long for an HTTP client library to even
     // send, so over a raw connection): refused before it is parsed.
-    let addr = app.issuer.trim_start_matches("http://").to_owned();
     let mut raw = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let request = format!(
         "GET /authorize?state={} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
         "a".repeat(300_000)
     );
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = raw.write_all(request.as_bytes()).await;
     let mut answer = Vec::new();
     let _ = raw.read_to_end(&mut answer).await;
