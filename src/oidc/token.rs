@@ -151,35 +151,54 @@ struct Grant<'a> {
 }
 
 impl Grant<'_> {
-    /// Signs the access token and, when the issued `scope` includes `openid`, an ID token
-    /// beside it. Called after the grant's transaction has committed, so the RSA signatures
-    /// never hold the database writer (SQLite's only one).
-    fn sign(
+    /// The token response: an access token `jti` for `scope` and, when `scope` includes
+    /// `openid`, an ID token beside it. Called after the grant's transaction has committed,
+    /// so the RSA signatures never hold a transaction (nor SQLite's one writer).
+    fn respond(
         &self,
         state: &AppState,
-        access: &tokens::AccessClaims,
+        jti: String,
+        scope: String,
         nonce: Option<&str>,
+        refresh_token: Option<String>,
         now: i64,
-    ) -> Result<(String, Option<String>), crate::crypto::keys::KeyError> {
-        let access_token = access.sign(&state.keys)?;
-        let scopes: Vec<&str> = access.scope.split(' ').collect();
-        if !scopes.contains(&"openid") {
-            return Ok((access_token, None));
-        }
-        let input = IdTokenInput {
-            user: self.user,
-            client_id: &self.client.id,
-            scopes: &scopes,
-            nonce,
-            auth_time: self.auth_time,
-            amr: self.amr,
-            sid: self.sid,
-            idp: self.idp,
-            access_token: &access_token,
+    ) -> Result<TokenResponse, crate::crypto::keys::KeyError> {
+        let access = tokens::AccessClaims::new(
+            &state.config,
+            jti,
+            &self.user.id,
+            &self.client.id,
+            &scope,
+            Some(self.auth_time),
             now,
+        );
+        let access_token = access.sign(&state.keys)?;
+        let scopes: Vec<&str> = scope.split(' ').collect();
+        let id_token = if scopes.contains(&"openid") {
+            let input = IdTokenInput {
+                user: self.user,
+                client_id: &self.client.id,
+                scopes: &scopes,
+                nonce,
+                auth_time: self.auth_time,
+                amr: self.amr,
+                sid: self.sid,
+                idp: self.idp,
+                access_token: &access_token,
+                now,
+            };
+            Some(tokens::id_token(&state.keys, &state.config, &input)?)
+        } else {
+            None
         };
-        let id_token = tokens::id_token(&state.keys, &state.config, &input)?;
-        Ok((access_token, Some(id_token)))
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: access.exp - now,
+            scope,
+            id_token,
+            refresh_token,
+        })
     }
 }
 
@@ -424,15 +443,6 @@ async fn exchange_code(
         Exchanged::Replayed => return Err(grant_error("the authorization code was already used")),
         Exchanged::Unknown => return Err(grant_error("the authorization code is invalid")),
     };
-    let access = tokens::AccessClaims::new(
-        &state.config,
-        jti,
-        &user.id,
-        &client.id,
-        &row.scopes,
-        Some(row.auth_time),
-        now,
-    );
     let grant = Grant {
         client,
         user: &user,
@@ -441,15 +451,8 @@ async fn exchange_code(
         sid: &row.sid,
         idp: &row.idp,
     };
-    let (access_token, id_token) = grant.sign(state, &access, row.nonce.as_deref(), now)?;
-    Ok(TokenResponse {
-        access_token,
-        token_type: "Bearer",
-        expires_in: access.exp - now,
-        scope: row.scopes,
-        id_token,
-        refresh_token,
-    })
+    let scope = row.scopes.clone();
+    Ok(grant.respond(state, jti, scope, row.nonce.as_deref(), refresh_token, now)?)
 }
 
 /// What a refresh's writes found and did.
@@ -584,15 +587,6 @@ async fn refresh(
         Refreshed::Dead => return Err(dead()),
     };
     let scope = narrowed.unwrap_or_else(|| row.scopes.clone());
-    let access = tokens::AccessClaims::new(
-        &state.config,
-        jti,
-        &user.id,
-        &client.id,
-        &scope,
-        Some(row.auth_time),
-        now,
-    );
     let grant = Grant {
         client,
         user: &user,
@@ -601,15 +595,7 @@ async fn refresh(
         sid: &row.sid,
         idp: &row.idp,
     };
-    let (access_token, id_token) = grant.sign(state, &access, None, now)?;
-    Ok(TokenResponse {
-        access_token,
-        token_type: "Bearer",
-        expires_in: access.exp - now,
-        scope,
-        id_token,
-        refresh_token: Some(next),
-    })
+    Ok(grant.respond(state, jti, scope, None, Some(next), now)?)
 }
 
 async fn client_credentials(
