@@ -497,6 +497,22 @@ pub enum DatabaseKind {
 }
 
 impl Config {
+    /// Why `keys.prepublish` is too short for several replicas, if it is: a new key must be
+    /// known to every replica (they re-read keys every `keys.refresh`) and every verifier's
+    /// cached JWKS (`http.metadata_max_age`) before it signs. Fine for a single server, hence a
+    /// warning rather than an error. Key times are whole seconds, so under a second is none.
+    pub fn prepublish_warning(&self) -> Option<String> {
+        let needed = self.keys.refresh + self.http.metadata_max_age;
+        let effective = Duration::from_secs(self.keys.prepublish.as_secs());
+        (effective < needed).then(|| {
+            format!(
+                "keys.prepublish ({}) is shorter than keys.refresh + http.metadata_max_age ({}): with several replicas, or verifiers caching the JWKS, a new key can sign before they know it",
+                humantime::format_duration(effective),
+                humantime::format_duration(needed)
+            )
+        })
+    }
+
     /// The master key that seals the private signing keys, if one is configured.
     pub fn master_key(&self) -> Result<Option<crate::crypto::sealed::MasterKey>, ConfigError> {
         use crate::crypto::sealed::MasterKey;
@@ -984,6 +1000,26 @@ mod tests {
             ("TESSERA_MASTER_KEY_FILE", file.to_str().unwrap()),
         ]);
         assert_eq!(both.unwrap_err().key, "master_key");
+    }
+
+    #[test]
+    fn a_prepublish_too_short_for_replicas_is_warned_about() {
+        assert_eq!(load(&[]).unwrap().prepublish_warning(), None);
+        let short = load(&[("TESSERA_KEYS__PREPUBLISH", "1m")]).unwrap();
+        assert!(
+            short
+                .prepublish_warning()
+                .unwrap()
+                .contains("keys.prepublish (1m)")
+        );
+        // Key times are whole seconds: 900 ms is no prepublish at all.
+        let sub = load(&[
+            ("TESSERA_KEYS__PREPUBLISH", "900ms"),
+            ("TESSERA_KEYS__REFRESH", "100ms"),
+            ("TESSERA_HTTP__METADATA_MAX_AGE", "0s"),
+        ])
+        .unwrap();
+        assert!(sub.prepublish_warning().unwrap().contains("(0s)"));
     }
 
     #[test]

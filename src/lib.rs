@@ -87,6 +87,9 @@ impl Application {
             tracing::info!(applied, "database migrations applied");
         }
         let keys = Arc::new(KeyRing::load(store.clone(), KeyPolicy::from_config(&config)?).await?);
+        if let Some(why) = config.prepublish_warning() {
+            tracing::warn!("{why}");
+        }
         let declared = oidc::clients::sync_declared(&store, &config).await?;
         if declared > 0 {
             tracing::info!(
