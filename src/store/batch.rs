@@ -78,10 +78,10 @@ impl Store {
         };
         let queue = self.grants.get_or_init(|| {
             let (queue, jobs) = mpsc::unbounded_channel();
-            // As for the audit queue: the task's store does not keep its own queue open.
+            // The task's store has a queue of its own (never started), so it does not keep
+            // this one open: the tasks end when the last user of the queue is gone.
             let store = Self {
                 grants: Arc::default(),
-                audit: Arc::default(),
                 ..self.clone()
             };
             // SQLite has one writer, so one batch at a time. PostgreSQL runs transactions
@@ -98,6 +98,20 @@ impl Store {
         });
         queue.send(job).map_err(|_| sqlx::Error::PoolClosed)?;
         result.await.map_err(|_| sqlx::Error::PoolClosed)?
+    }
+}
+
+impl Store {
+    /// Records an audit event on its own, durably, before returning, for requests whose only
+    /// write it is (`client_credentials`): a grant with no statements of its own, so it joins
+    /// the batch and its row goes in with the batch's one multi-row `INSERT`. An event that
+    /// belongs with other writes goes in their transaction instead ([`audit::insert`]).
+    pub async fn append_audit(&self, event: OwnedEvent) -> Result<(), sqlx::Error> {
+        self.write_grant(move |_, rows| {
+            rows.push(event.clone());
+            Box::pin(async { Ok(()) })
+        })
+        .await
     }
 }
 

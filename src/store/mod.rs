@@ -65,17 +65,9 @@ pub struct Store {
     kind: DatabaseKind,
     /// SQLite only: the group commit over the write-ahead log.
     wal: Option<Arc<durable::WalSync>>,
-    /// The queue of [`Store::append_audit`], started at its first use.
-    audit: Arc<OnceLock<AuditQueue>>,
     /// The queue of [`Store::write_grant`], started at its first use.
     grants: Arc<OnceLock<batch::Queue>>,
 }
-
-type AuditReply = tokio::sync::oneshot::Sender<Result<(), bool>>;
-type AuditQueue = tokio::sync::mpsc::UnboundedSender<(audit::OwnedEvent, AuditReply)>;
-
-/// Events written per batch by [`Store::append_audit`].
-const AUDIT_BATCH: usize = 256;
 
 /// A write transaction. It derefs to the connection, so the store's functions take it as
 /// `&mut tx`; [`WriteTx::commit`] returns once the commit is durable.
@@ -245,7 +237,6 @@ impl Store {
             writer,
             kind,
             wal,
-            audit: Arc::default(),
             grants: Arc::default(),
         })
     }
@@ -327,36 +318,6 @@ impl Store {
         })
     }
 
-    /// Records an audit event on its own, durably, before returning, for requests whose only
-    /// write it is (`client_credentials`). Events from concurrent requests are written
-    /// together: one transaction and one multi-row `INSERT` per batch, where each in its own
-    /// transaction would cost SQLite's one writer three round trips. An event that belongs
-    /// with other writes goes in their transaction instead ([`audit::insert`]).
-    pub async fn append_audit(&self, event: audit::OwnedEvent) -> Result<(), sqlx::Error> {
-        let queue = self.audit.get_or_init(|| {
-            let (queue, events) = tokio::sync::mpsc::unbounded_channel();
-            // The writer task's store has a queue of its own (never started), so it does not
-            // keep this one open: the task ends when the last user of the queue is gone.
-            let store = Self {
-                audit: Arc::default(),
-                grants: Arc::default(),
-                ..self.clone()
-            };
-            tokio::spawn(audit_writer(store, events));
-            queue
-        });
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let gone = || sqlx::Error::PoolClosed;
-        queue.send((event, reply)).map_err(|_| gone())?;
-        match answer.await.map_err(|_| gone())? {
-            Ok(()) => Ok(()),
-            Err(true) => Err(sqlx::Error::PoolTimedOut),
-            Err(false) => Err(sqlx::Error::Protocol(
-                "the audit event could not be written".into(),
-            )),
-        }
-    }
-
     /// SQLite: copies what the write-ahead log holds into the database (a `PASSIVE`
     /// checkpoint, which never waits for or blocks the writer), so the log stays short. A
     /// no-op on PostgreSQL.
@@ -378,31 +339,6 @@ impl Store {
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
-    }
-}
-
-/// Writes queued audit events in batches (see [`Store::append_audit`]); answers each with
-/// `Err(true)` when the database was unavailable, `Err(false)` for any other failure.
-async fn audit_writer(
-    store: Store,
-    mut events: tokio::sync::mpsc::UnboundedReceiver<(audit::OwnedEvent, AuditReply)>,
-) {
-    let mut batch = Vec::with_capacity(AUDIT_BATCH);
-    while events.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
-        let rows: Vec<_> = batch.iter().map(|(event, _)| event.clone()).collect();
-        let written = async {
-            let mut tx = store.begin_write().await?;
-            audit::insert_many(&mut tx, &rows).await?;
-            tx.commit().await
-        }
-        .await;
-        let answer = written.map_err(|e| {
-            tracing::warn!(error = %e, events = rows.len(), "audit events could not be written");
-            is_unavailable(&e)
-        });
-        for (_, reply) in batch.drain(..) {
-            let _ = reply.send(answer);
-        }
     }
 }
 
