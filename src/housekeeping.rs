@@ -84,22 +84,29 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Starts the sweeper and, on SQLite, the checkpointer; both end with `stop`.
 pub fn spawn(store: Store, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    // Two tasks, not one loop: a sweep of a large backlog runs for minutes, and the log must
+    // keep being checkpointed meanwhile.
     let checkpointer = (store.kind() == crate::config::DatabaseKind::Sqlite).then(|| {
-        let (store, stop) = (store.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(CHECKPOINT_INTERVAL);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    _ = ticker.tick() => if let Err(error) = store.checkpoint().await {
-                        tracing::debug!(%error, "checkpoint failed; will retry");
-                    },
+        let store = store.clone();
+        every(CHECKPOINT_INTERVAL, stop.clone(), move || {
+            let store = store.clone();
+            async move {
+                if let Err(error) = store.checkpoint().await {
+                    tracing::debug!(%error, "checkpoint failed; will retry");
                 }
             }
         })
     });
-    let sweeper = sweeper(store, stop);
+    let sweeper = every(INTERVAL, stop, move || {
+        let store = store.clone();
+        async move {
+            match sweep(&store).await {
+                Ok(0) => {}
+                Ok(rows) => tracing::info!(rows, "swept expired rows"),
+                Err(error) => tracing::warn!(%error, "sweep failed; will retry"),
+            }
+        }
+    });
     tokio::spawn(async move {
         let _ = sweeper.await;
         if let Some(checkpointer) = checkpointer {
@@ -108,18 +115,23 @@ pub fn spawn(store: Store, stop: CancellationToken) -> tokio::task::JoinHandle<(
     })
 }
 
-fn sweeper(store: Store, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+/// Runs `work` now and then every `interval` (never two at once) until `stop`.
+fn every<F, W>(
+    interval: Duration,
+    stop: CancellationToken,
+    mut work: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> W + Send + 'static,
+    W: std::future::Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(INTERVAL);
+        let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
-                _ = ticker.tick() => match sweep(&store).await {
-                    Ok(0) => {}
-                    Ok(rows) => tracing::info!(rows, "swept expired rows"),
-                    Err(error) => tracing::warn!(%error, "sweep failed; will retry"),
-                },
+                _ = ticker.tick() => work().await,
             }
         }
     })
