@@ -2,6 +2,7 @@
 
 pub mod middleware;
 pub mod pages;
+pub mod server;
 pub mod session;
 
 use std::time::Duration;
