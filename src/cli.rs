@@ -276,7 +276,7 @@ async fn migrate(config: Config, out: Output) -> Result<(), Failure> {
 async fn sweep(config: Config, out: Output) -> Result<(), Failure> {
     let store = open(&config).await?;
     let started = std::time::Instant::now();
-    let rows = crate::housekeeping::sweep(&store)
+    let rows = crate::housekeeping::sweep(&store, crate::housekeeping::Retention::of(&config))
         .await
         .map_err(Failure::runtime)?;
     let seconds = started.elapsed().as_secs_f64();

@@ -36,6 +36,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "redis_url",
     "master_key",
     "master_key_file",
+    "audit_retention",
     "accounts",
     "passwords",
     "sessions",
@@ -70,6 +71,9 @@ pub struct Config {
     pub master_key: String,
     /// A file holding the master key (base64), instead of `master_key`.
     pub master_key_file: String,
+    /// How long security events are kept in the audit log before the sweeper deletes them.
+    #[serde(with = "duration")]
+    pub audit_retention: Duration,
     pub accounts: AccountsConfig,
     pub passwords: PasswordsConfig,
     pub sessions: SessionsConfig,
@@ -340,6 +344,10 @@ pub struct DatabaseConfig {
     /// How long a request waits for a pooled connection before it is answered with 503.
     #[serde(with = "duration")]
     pub acquire_timeout: Duration,
+    /// How often expired rows (sessions, links, codes, refresh tokens, revoked token ids) are
+    /// deleted.
+    #[serde(with = "duration")]
+    pub sweep_interval: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -372,6 +380,10 @@ pub struct TokensConfig {
     /// Authorization code lifetime (at most 60 s).
     #[serde(with = "duration")]
     pub code_ttl: Duration,
+    /// How long a code is remembered past its expiry, so that a late replay still revokes
+    /// the tokens it issued (RFC 6749 §4.1.2).
+    #[serde(with = "duration")]
+    pub code_replay_window: Duration,
     /// A refresh token unused for this long expires; each rotation starts a new period.
     #[serde(with = "duration")]
     pub refresh_token_ttl: Duration,
@@ -391,6 +403,13 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// Largest request head (request line and headers) read, in bytes: past it the request
+    /// gets 431 without the rest being read. A URI longer than 64 KiB gets 414.
+    pub header_limit: usize,
+    /// How long a client may take to send a request head before the connection is closed
+    /// (a slow-headers client ties up nothing for longer).
+    #[serde(with = "duration")]
+    pub header_timeout: Duration,
     /// How long a graceful shutdown waits for in-flight requests.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
@@ -415,6 +434,7 @@ impl Default for Config {
             redis_url: String::new(),
             master_key: String::new(),
             master_key_file: String::new(),
+            audit_retention: Duration::from_secs(365 * 86_400),
             accounts: AccountsConfig::default(),
             passwords: PasswordsConfig::default(),
             sessions: SessionsConfig::default(),
@@ -432,6 +452,7 @@ impl Default for DatabaseConfig {
             max_connections: 10,
             connect_timeout: Duration::from_secs(10),
             acquire_timeout: Duration::from_secs(3),
+            sweep_interval: Duration::from_secs(600),
         }
     }
 }
@@ -454,6 +475,7 @@ impl Default for TokensConfig {
             id_token_ttl: Duration::from_secs(15 * 60),
             access_token_ttl: Duration::from_secs(15 * 60),
             code_ttl: Duration::from_secs(60),
+            code_replay_window: Duration::from_secs(3_600),
             refresh_token_ttl: Duration::from_secs(30 * 86_400),
             refresh_token_max_ttl: Duration::from_secs(90 * 86_400),
         }
@@ -466,6 +488,8 @@ impl Default for HttpConfig {
             metadata_max_age: Duration::from_secs(300),
             request_timeout: Duration::from_secs(30),
             body_limit: 64 * 1024,
+            header_limit: 80 * 1024,
+            header_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
             trusted_proxies: 0,
         }
@@ -502,7 +526,8 @@ impl Config {
     /// cached JWKS (`http.metadata_max_age`) before it signs. Fine for a single server, hence a
     /// warning rather than an error. Key times are whole seconds, so under a second is none.
     pub fn prepublish_warning(&self) -> Option<String> {
-        let needed = self.keys.refresh + self.http.metadata_max_age;
+        // Saturating: both are operator-set and may be absurdly long; never a panic at start.
+        let needed = self.keys.refresh.saturating_add(self.http.metadata_max_age);
         let effective = Duration::from_secs(self.keys.prepublish.as_secs());
         (effective < needed).then(|| {
             format!(
@@ -529,7 +554,7 @@ impl Config {
                 let text = std::fs::read_to_string(&self.master_key_file).map_err(|e| {
                     ConfigError::new(
                         "master_key_file",
-                        format!("cannot read {}: {e}", self.master_key_file),
+                        format!("cannot read {:?}: {e}", self.master_key_file),
                     )
                 })?;
                 MasterKey::parse(&text)
@@ -555,7 +580,35 @@ impl Config {
         K: AsRef<str>,
         V: AsRef<str>,
     {
-        let mut figment = merge_file(Figment::from(Serialized::defaults(Config::default())), file)?;
+        let figment = merge_file(Figment::from(Serialized::defaults(Config::default())), file)?;
+        Self::layer_env(figment, vars)
+    }
+
+    /// As [`Config::load_with_env`], with the file's contents given as TOML text rather than
+    /// a path (the configuration fuzz target parses through it).
+    #[doc(hidden)]
+    pub fn from_toml_str_with_env<K, V>(
+        toml: &str,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ConfigError>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml));
+        Self::layer_env(figment, vars)
+    }
+
+    /// The environment layer over `figment` (defaults and the file), then validation.
+    fn layer_env<K, V>(
+        mut figment: Figment,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, ConfigError>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
         let mut from_env = Vec::new();
         for (name, value) in vars {
             if let Some(key) = env_key(name.as_ref()) {
@@ -721,6 +774,30 @@ impl Config {
                 "must be at least 1024 bytes",
             ));
         }
+        if self.database.sweep_interval.is_zero() {
+            return Err(ConfigError::new(
+                "database.sweep_interval",
+                "must be greater than zero",
+            ));
+        }
+        if self.audit_retention.is_zero() {
+            return Err(ConfigError::new(
+                "audit_retention",
+                "must be greater than zero",
+            ));
+        }
+        if self.http.header_limit < 8192 {
+            return Err(ConfigError::new(
+                "http.header_limit",
+                "must be at least 8192 bytes",
+            ));
+        }
+        if self.http.header_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "http.header_timeout",
+                "must be greater than zero",
+            ));
+        }
         if self.http.request_timeout.is_zero() {
             return Err(ConfigError::new(
                 "http.request_timeout",
@@ -835,11 +912,16 @@ fn extract(figment: Figment, from_env: &[(String, String)]) -> Result<Config, Co
                     .find(|(k, _)| *k == key)
                     .map(|(_, v)| v);
                 let source = match (env_var, e.metadata.as_ref().and_then(|m| m.source.as_ref())) {
-                    (Some(var), _) => format!(" (from {var})"),
+                    (Some(var), _) => format!(" (from {})", var.escape_debug()),
                     (None, Some(src)) => format!(" (from {src})"),
                     (None, None) => String::new(),
                 };
-                ConfigError::new(key, format!("{}{source}", one_line(&e.kind.to_string())))
+                // The path comes from the file's own keys: control characters in a quoted
+                // key are escaped, so the message stays on one line.
+                ConfigError::new(
+                    key.escape_debug().to_string(),
+                    format!("{}{source}", one_line(&e.kind.to_string())),
+                )
             }
             None => ConfigError::new("config", "could not be read"),
         }

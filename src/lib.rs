@@ -8,6 +8,8 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod housekeeping;
 pub mod mail;
 pub mod oidc;
@@ -143,14 +145,19 @@ impl Application {
             .keys
             .clone()
             .spawn_refresh(state.config.keys.refresh, stop.clone());
-        let sweeper = housekeeping::spawn(state.store.clone(), stop.clone());
+        let sweeper = housekeeping::spawn(
+            state.store.clone(),
+            state.config.database.sweep_interval,
+            housekeeping::Retention::of(&state.config),
+            stop.clone(),
+        );
 
         let signal = stop.clone();
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let limits = web::server::Limits {
+            header_bytes: state.config.http.header_limit,
+            header_timeout: state.config.http.header_timeout,
+        };
+        let server = web::server::serve(listener, router, limits, async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
             signal.cancel();
@@ -161,7 +168,7 @@ impl Application {
             tokio::time::sleep(grace).await;
         };
         let result = tokio::select! {
-            result = server.into_future() => result,
+            () = server => Ok(()),
             () = deadline => {
                 tracing::warn!("shutdown timeout reached; closing remaining connections");
                 Ok(())

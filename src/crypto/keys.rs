@@ -54,7 +54,7 @@ impl KeyPolicy {
             rsa_bits: config.keys.rsa_bits,
             rotate_after: config.keys.rotate_after,
             prepublish: config.keys.prepublish,
-            retain: config.max_jwt_ttl() + config.keys.grace,
+            retain: config.max_jwt_ttl().saturating_add(config.keys.grace),
             max_age: config.http.metadata_max_age,
             master,
         })

@@ -414,19 +414,20 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Deletes up to `limit` rows of `table` whose `expires_at` is before `before`, through the
-/// `expires_at` index; returns how many went. `table` and `key` are the sweeper's constants,
-/// never input.
+/// Deletes up to `limit` rows of `table` whose `column` (`expires_at`, or `at` for audit
+/// events) is before `before`, through that column's index; returns how many went. `table`,
+/// `key` and `column` are the sweeper's constants, never input.
 pub async fn delete_expired(
     conn: &mut AnyConnection,
     table: &'static str,
     key: &'static str,
+    column: &'static str,
     before: i64,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
     let sql = format!(
         "DELETE FROM {table} WHERE {key} IN \
-         (SELECT {key} FROM {table} WHERE expires_at < $1 LIMIT $2)"
+         (SELECT {key} FROM {table} WHERE {column} < $1 LIMIT $2)"
     );
     let done = sqlx::query(&sql)
         .bind(before)

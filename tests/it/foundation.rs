@@ -691,8 +691,9 @@ async fn serve_stops_gracefully_on_sigterm() {
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
 
-/// More expired rows than two sweep batches, beside live ones: `tessera sweep` deletes every
-/// expired row (batch after batch) and nothing else. (No server runs here: its own sweep at
+/// More expired rows than two sweep batches, beside live ones, and audit events on either
+/// side of their retention: `tessera sweep` deletes every expired row (batch after batch) and
+/// nothing else. (No server runs here: its own sweep at
 /// start would race the CLI's.)
 async fn sweep_deletes_expired_rows_in_batches_and_keeps_live_ones(backend: Backend) {
     let db = TestDb::new(&backend).await;
@@ -719,12 +720,28 @@ async fn sweep_deletes_expired_rows_in_batches_and_keeps_live_ones(backend: Back
             .await
             .unwrap();
     }
+    // Audit events outlive their retention by a minute, or are a minute short of it.
+    for (kind, age) in [
+        ("old", 86_400 + 60),
+        ("old", 86_400 + 60),
+        ("recent", 86_400 - 60),
+    ] {
+        sqlx::query("INSERT INTO audit_events (at, kind, outcome) VALUES ($1, $2, 'ok')")
+            .bind(now() - age)
+            .bind(kind)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
     tx.commit().await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let out = run_tessera(
         &["sweep", "--json"],
-        &[("TESSERA_DATABASE_URL", &db.url)],
+        &[
+            ("TESSERA_DATABASE_URL", &db.url),
+            ("TESSERA_AUDIT_RETENTION", "1d"),
+        ],
         dir.path(),
     )
     .await;
@@ -734,12 +751,17 @@ async fn sweep_deletes_expired_rows_in_batches_and_keeps_live_ones(backend: Back
         String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["deleted"], expired, "{report}");
+    assert_eq!(report["deleted"], expired + 2, "{report}");
     let left: Vec<String> = sqlx::query_scalar("SELECT jti FROM revoked_jti ORDER BY jti")
         .fetch_all(store.reader())
         .await
         .unwrap();
     assert_eq!(left, ["live-0", "live-1", "live-2"]);
+    let kept: Vec<String> = sqlx::query_scalar("SELECT kind FROM audit_events")
+        .fetch_all(store.reader())
+        .await
+        .unwrap();
+    assert_eq!(kept, ["recent"]);
     store.close().await;
 }
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
-use crate::helpers::{Backend, Browser, TestApp, TestClient, TestDb, pkce, query_of, run_tessera};
+use crate::helpers::{
+    Backend, Browser, TestApp, TestClient, TestDb, pkce, query_of, run_tessera, test_config,
+};
 use crate::on_both_databases;
 
 on_both_databases!(
@@ -1677,22 +1679,6 @@ async fn hostile_input_gets_clean_errors(backend: Backend) {
         "{}",
         status_line.lines().next().unwrap_or_default()
     );
-    // A query string far past any sane length (too long for an HTTP client library to even
-    // send, so over a raw connection): refused before it is parsed.
-    let mut raw = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let request = format!(
-        "GET /authorize?state={} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
-        "a".repeat(300_000)
-    );
-    let _ = raw.write_all(request.as_bytes()).await;
-    let mut answer = Vec::new();
-    let _ = raw.read_to_end(&mut answer).await;
-    let status_line = String::from_utf8_lossy(&answer);
-    assert!(
-        status_line.starts_with("HTTP/1.1 414"),
-        "{}",
-        status_line.lines().next().unwrap_or_default()
-    );
     // NUL and invalid UTF-8 in the authorization request: the error page, not a redirect.
     let page = browser.get("/authorize?client_id=x&state=%FF%00").await;
     assert_eq!(page.status, 400);
@@ -1705,4 +1691,119 @@ async fn hostile_input_gets_clean_errors(backend: Backend) {
         )
         .await;
     assert_eq!(status, 200);
+}
+
+/// Writes `request` on a fresh connection and reads until the server closes it.
+async fn raw_exchange(addr: &str, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer and close while the request is still being sent.
+    let _ = raw.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), raw.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Request heads past the limits are cut off before they are read whole (431, 414), and a
+/// client that trickles its headers is disconnected after `http.header_timeout`.
+#[tokio::test]
+async fn oversized_and_slow_request_heads_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TestDb::new(&Backend::Sqlite).await;
+    let mut config = test_config(&db.url);
+    config.http.header_timeout = Duration::from_secs(1);
+    let app = TestApp::start_with(config, "").await;
+    let addr = app.issuer.trim_start_matches("http://").to_owned();
+    let status = |answer: &str| answer.lines().next().unwrap_or_default().to_owned();
+
+    // (what, request, status line)
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "a 70 KB query string",
+            format!(
+                "GET /authorize?state={} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+                "a".repeat(70_000)
+            ),
+            "HTTP/1.1 414 URI Too Long",
+        ),
+        (
+            "a 300 KB query string",
+            format!(
+                "GET /authorize?state={} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+                "a".repeat(300_000)
+            ),
+            "HTTP/1.1 431 Request Header Fields Too Large",
+        ),
+        (
+            "one 100 KB header",
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+                "b".repeat(100_000)
+            ),
+            "HTTP/1.1 431 Request Header Fields Too Large",
+        ),
+        (
+            "a 2 MB cookie",
+            format!(
+                "GET /login HTTP/1.1\r\nHost: {addr}\r\nCookie: id={}\r\nConnection: close\r\n\r\n",
+                "c".repeat(2_000_000)
+            ),
+            "HTTP/1.1 431 Request Header Fields Too Large",
+        ),
+        (
+            "a thousand small headers",
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n{}Connection: close\r\n\r\n",
+                (0..1000)
+                    .map(|i| format!("X-H{i}: v\r\n"))
+                    .collect::<String>()
+            ),
+            "HTTP/1.1 431 Request Header Fields Too Large",
+        ),
+        (
+            "headers just under the limit",
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+                "d".repeat(60_000)
+            ),
+            "HTTP/1.1 200 OK",
+        ),
+    ];
+    for (what, request, expected) in cases {
+        let answer = raw_exchange(&addr, request.as_bytes()).await;
+        assert_eq!(status(&answer), expected, "{what}");
+    }
+
+    // Slow headers: a head sent a byte every 300 ms never completes within the 1 s limit.
+    let started = std::time::Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ");
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let mut closed = false;
+    for _ in 0..40 {
+        if slow.write_all(b"z").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(300), slow.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) => {
+                // hyper answers 408 before closing; keep reading until the close.
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(closed, "a trickled request head kept its connection");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "cut off after {:?}",
+        started.elapsed()
+    );
+    // Everyone else is still served.
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    app.stop().await;
 }
