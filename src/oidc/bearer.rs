@@ -64,6 +64,18 @@ impl IntoResponse for BearerError {
 /// body parameter (§2.2) — exactly one of them. Tokens in the query string (§2.3) are not
 /// accepted: they end up in logs.
 pub fn token<'a>(headers: &'a HeaderMap, form: Option<&'a Params>) -> Result<String, BearerError> {
+    // Two Authorization headers are two credentials: which one counts would be a guess
+    // (RFC 6750 §3.1 invalid_request: "uses more than one method", RFC 9110 §5.3).
+    if headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(BearerError::InvalidRequest(
+            "the Authorization header is repeated",
+        ));
+    }
     let from_header = match headers.get(header::AUTHORIZATION) {
         None => None,
         Some(value) => {

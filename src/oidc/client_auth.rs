@@ -20,10 +20,20 @@ fn invalid_client(basic: bool, why: &str) -> OAuthError {
 }
 
 /// `Authorization: Basic` credentials; each part is form-urlencoded (RFC 6749 §2.3.1).
-fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
-    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+pub(crate) fn basic_credentials(
+    headers: &HeaderMap,
+) -> Result<Option<(String, String)>, OAuthError> {
+    let mut values = headers.get_all(axum::http::header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    // Two Authorization headers are two sets of credentials (RFC 6749 §2.3: one method per
+    // request; RFC 9110 §5.3: not a list header): refused, never one of them picked.
+    if values.next().is_some() {
+        return Err(OAuthError::invalid_request(
+            "the Authorization header is repeated",
+        ));
+    }
     let value = value
         .to_str()
         .map_err(|_| invalid_client(true, "malformed Authorization header"))?;

@@ -46,6 +46,9 @@ pub fn access_token(keys: &KeyRing, config: &Config, token: &str) -> Option<Acce
     validation.set_audience(&[&config.issuer]);
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     validation.leeway = 0;
+    // RFC 7519 §4.1.5: "The "nbf" (not before) claim identifies the time before which the JWT
+    // MUST NOT be accepted for processing." jsonwebtoken leaves it unchecked by default.
+    validation.validate_nbf = true;
     decode(keys, token, Some("at+jwt"), &validation)
 }
 
@@ -56,6 +59,9 @@ pub fn id_token_hint(keys: &KeyRing, config: &Config, token: &str) -> Option<IdC
     validation.set_issuer(&[&config.issuer]);
     validation.validate_exp = false;
     validation.validate_aud = false;
+    // Expired is fine for a hint; not yet valid is not (RFC 7519 §4.1.5: "MUST NOT be
+    // accepted for processing").
+    validation.validate_nbf = true;
     validation.set_required_spec_claims(&["iss", "sub", "aud"]);
     let header = jsonwebtoken::decode_header(token).ok()?;
     // An access token is not an ID token.

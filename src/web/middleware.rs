@@ -20,8 +20,8 @@ use tracing::Level;
 use crate::error::{self, REQUEST_ID};
 
 /// Wraps `router` in the stack every request passes through, outermost first: request id,
-/// trace span, request id echoed on the response, panic → 500, metrics, timeout → 503, body
-/// size limit, `nosniff`.
+/// trace span, request id echoed on the response, panic → 500, metrics, page headers on any
+/// HTML that lacks them, timeout → 503, body size limit, `nosniff`.
 pub fn apply<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
     timeout: Duration,
@@ -43,6 +43,7 @@ pub fn apply<S: Clone + Send + Sync + 'static>(
                 error::internal_error()
             }))
             .layer(axum::middleware::from_fn(observe))
+            .layer(axum::middleware::from_fn(crate::web::pages::guard_html))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::SERVICE_UNAVAILABLE,
                 timeout,

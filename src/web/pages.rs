@@ -7,7 +7,8 @@ use axum::Router;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, RETRY_AFTER, X_FRAME_OPTIONS,
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, RETRY_AFTER,
+    X_FRAME_OPTIONS,
 };
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -53,6 +54,32 @@ pub fn with_page_headers<S: Clone + Send + Sync + 'static>(router: Router<S>) ->
                 HeaderValue::from_static("no-store"),
             )),
     )
+}
+
+/// The page headers for HTML answered outside the page routers (the 404 page of the
+/// fallback, an error page from a protocol endpoint): no HTML leaves Tessera frameable or
+/// without its CSP. Headers a route set itself are kept.
+pub async fn guard_html(request: Request, next: axum::middleware::Next) -> Response {
+    let mut response = next.run(request).await;
+    let is_html = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if is_html {
+        let headers = response.headers_mut();
+        for (name, value) in [
+            (CONTENT_SECURITY_POLICY, CSP),
+            (X_FRAME_OPTIONS, "DENY"),
+            (REFERRER_POLICY, "no-referrer"),
+            (CACHE_CONTROL, "no-store"),
+        ] {
+            if !headers.contains_key(&name) {
+                headers.insert(name, HeaderValue::from_static(value));
+            }
+        }
+    }
+    response
 }
 
 /// Renders a template into an HTML response.

@@ -23,7 +23,7 @@ on_both_databases!(
     fifty_registrations_of_one_username_make_one_account,
 );
 
-const PASSWORD: &str = "plum tree at dawn";
+pub(crate) const PASSWORD: &str = "plum tree at dawn";
 
 fn unique(prefix: &str) -> String {
     format!(
@@ -1103,7 +1103,7 @@ async fn logs_hold_no_passwords_tokens_or_cookies() {
     assert!(!logged.contains("$argon2"), "a password hash was logged");
 }
 
-fn cookie_values(page: &crate::helpers::Page) -> Vec<String> {
+pub(crate) fn cookie_values(page: &crate::helpers::Page) -> Vec<String> {
     page.headers
         .get_all("set-cookie")
         .iter()

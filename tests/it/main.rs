@@ -7,5 +7,8 @@ mod helpers;
 mod accounts;
 mod faults;
 mod foundation;
+mod fuzz_corpus;
+mod hostile;
+mod logs;
 mod oauth;
 mod upstream;

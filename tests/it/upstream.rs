@@ -29,13 +29,13 @@ on_both_databases!(
 const PASSWORD: &str = "plum tree at dawn";
 
 /// A Tessera playing Google, with a person signed up on it.
-struct Upstream {
-    app: TestApp,
+pub(crate) struct Upstream {
+    pub(crate) app: TestApp,
     _db: TestDb,
 }
 
 impl Upstream {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let db = TestDb::new(&Backend::Sqlite).await;
         let mut config = test_config(&db.url);
         config.sessions.cookie_name = "upstream_session".into();
@@ -44,7 +44,7 @@ impl Upstream {
     }
 
     /// An upstream account; `verified` marks its email verified (as Google would).
-    async fn person(&self, username: &str, email: &str, verified: bool) {
+    pub(crate) async fn person(&self, username: &str, email: &str, verified: bool) {
         let store = &self.app.state.store;
         let hash = self.app.state.passwords.hash(PASSWORD).await.unwrap();
         let mut tx = store.begin_write().await.unwrap();
@@ -66,7 +66,7 @@ impl Upstream {
     }
 
     /// Registers the downstream Tessera as a first-party client of this upstream.
-    async fn client_for(&self, downstream: &str, provider: &str) -> (String, String) {
+    pub(crate) async fn client_for(&self, downstream: &str, provider: &str) -> (String, String) {
         let spec = tessera::oidc::clients::Spec {
             name: "Downstream".into(),
             redirect_uris: vec![format!("{downstream}/upstream/{provider}/callback")],
