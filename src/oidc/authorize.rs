@@ -174,7 +174,7 @@ async fn authorize(
 }
 
 /// Checks everything but the client and redirect URI; errors go back to the client.
-fn validate(client: &Client, params: &Params) -> Result<Pending, (Code, String)> {
+pub(crate) fn validate(client: &Client, params: &Params) -> Result<Pending, (Code, String)> {
     let invalid = |e: ParamError| (Code::InvalidRequest, e.to_string());
     // OIDC Core §6: request objects are not supported.
     if params.contains("request") || params.contains("request_uri") {

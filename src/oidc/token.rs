@@ -123,7 +123,7 @@ async fn token(
 }
 
 /// RFC 7636 §4.6: BASE64URL(SHA256(code_verifier)) == code_challenge.
-fn pkce_ok(challenge: Option<&str>, verifier: Option<&str>) -> bool {
+pub(crate) fn pkce_ok(challenge: Option<&str>, verifier: Option<&str>) -> bool {
     match (challenge, verifier) {
         (None, None) => true,
         (Some(challenge), Some(verifier)) => {
