@@ -917,9 +917,22 @@ fn extract(figment: Figment, from_env: &[(String, String)]) -> Result<Config, Co
                     (None, None) => String::new(),
                 };
                 // The path comes from the file's own keys: control characters in a quoted
-                // key are escaped, so the message stays on one line.
+                // key are escaped, so the message stays on one line, and an empty quoted key
+                // (`"" = 1`) is shown as `""`, so the message still names it.
+                let shown = e
+                    .path
+                    .iter()
+                    .map(|part| {
+                        if part.is_empty() {
+                            "\"\"".to_owned()
+                        } else {
+                            part.escape_debug().to_string()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(".");
                 ConfigError::new(
-                    key.escape_debug().to_string(),
+                    if shown.is_empty() { key } else { shown },
                     format!("{}{source}", one_line(&e.kind.to_string())),
                 )
             }
@@ -1121,6 +1134,20 @@ mod tests {
         std::fs::write(&path, "[keys]\nrotate_afterr = \"5d\"\n").unwrap();
         let err = Config::load_with_env(Some(&path), [("", ""); 0]).unwrap_err();
         assert!(err.to_string().contains("rotate_afterr"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_named_even_when_empty_or_odd() {
+        let cases: &[(&str, &str)] = &[
+            ("\"\" = \"x\"", "\"\""),
+            ("\"iss\\r\" = 1", "iss\\r"),
+            ("[http]\nbody_limt = 1", "http.body_limt"),
+        ];
+        for (toml, key) in cases {
+            let err = Config::from_toml_str_with_env(toml, Vec::<(&str, &str)>::new()).unwrap_err();
+            assert_eq!(err.key, *key, "{toml:?}: {err}");
+            assert!(!err.to_string().contains(['\n', '\r']), "one line: {err}");
+        }
     }
 
     #[test]
