@@ -208,6 +208,17 @@ pub struct CsrfOnly {
 /// plain-text rejection.
 pub struct PageForm<T>(pub T);
 
+/// Every name and value of a form body, percent-decoded, is valid UTF-8 without control
+/// characters. (Forms have no multi-line fields, so no newline is legitimate either.)
+fn clean_form(body: &[u8]) -> bool {
+    body.split(|b| *b == b'&').all(|pair| {
+        pair.split(|b| *b == b'=').all(|part| {
+            let decoded: Vec<u8> = percent_encoding::percent_decode(part).collect();
+            std::str::from_utf8(&decoded).is_ok_and(|text| !text.chars().any(char::is_control))
+        })
+    })
+}
+
 impl<T, S> FromRequest<S> for PageForm<T>
 where
     T: DeserializeOwned,
@@ -216,6 +227,21 @@ where
     type Rejection = PageError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // The body is read once here (within the body limit the middleware set) so that its
+        // raw bytes can be checked before serde sees them: serde's form decoding would turn
+        // invalid UTF-8 into U+FFFD silently and let a NUL through into a username.
+        let (parts, body) = req.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+            return Err(PageError::BadRequest("The form could not be read.".into()));
+        };
+        if !clean_form(&bytes) {
+            return Err(PageError::BadRequest(
+                "The form contained characters that are not allowed (control characters or \
+                 text that is not valid UTF-8). Go back and try again."
+                    .into(),
+            ));
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
         match axum::Form::<T>::from_request(req, state).await {
             Ok(axum::Form(value)) => Ok(Self(value)),
             Err(rejection) => Err(match rejection {
@@ -226,6 +252,28 @@ where
                     "The form was incomplete or malformed. Go back and try again.".into(),
                 ),
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_form;
+
+    #[test]
+    fn forms_with_control_characters_or_invalid_utf8_are_not_clean() {
+        assert!(clean_form(b"a=1&b=h%C3%A9+x&c="));
+        assert!(clean_form(b""));
+        for bad in [
+            &b"a=x%00y"[..],
+            b"a=x\x00y",
+            b"a=%0A",
+            b"a=%FF",
+            b"a=\xff",
+            b"x%00=1",
+            b"a=%C3",
+        ] {
+            assert!(!clean_form(bad), "{bad:?}");
         }
     }
 }

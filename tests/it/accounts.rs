@@ -1078,15 +1078,7 @@ async fn logs_hold_no_passwords_tokens_or_cookies() {
     secrets.push(verify_token);
     secrets.push(reset_token);
 
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    crate::helpers::terminate(&mut child).await;
     let logged = std::fs::read_to_string(&log_path).unwrap();
     assert!(logged.contains("DEBUG"), "debug logging was on");
     assert!(logged.contains("/reset-password"), "the flows were logged");

@@ -678,16 +678,7 @@ async fn serve_stops_gracefully_on_sigterm() {
     let body: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
     assert_eq!(body["issuer"], issuer.as_str());
 
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = crate::helpers::terminate(&mut child).await;
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
 

@@ -310,6 +310,20 @@ pub async fn run_tessera(args: &[&str], env: &[(&str, &str)], cwd: &std::path::P
         .unwrap()
 }
 
+/// Stops a `tessera serve` child with SIGTERM; returns its exit status (within 15 s).
+pub async fn terminate(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 /// A TCP proxy the test can cut and restore, standing between Tessera and PostgreSQL.
 pub struct Proxy {
     pub addr: SocketAddr,

@@ -26,6 +26,7 @@ on_both_databases!(
     cross_site_posts_without_the_session_token_change_nothing,
     every_page_forbids_framing,
     sql_metacharacters_get_clean_errors_and_match_nothing,
+    nul_bytes_and_invalid_utf8_in_page_forms_get_a_400_page,
 );
 
 const PASSWORD: &str = "plum tree at dawn";
@@ -2364,5 +2365,99 @@ async fn sql_metacharacters_get_clean_errors_and_match_nothing(backend: Backend)
     let got = Answer::of(app.client.get(app.url("/userinfo")).bearer_auth(&access)).await;
     check(got.status == 200, "alice's access token works");
     report("SQL metacharacters", &failures);
+    app.stop().await;
+}
+
+/// NUL, other control characters and invalid UTF-8 (raw and percent-encoded) in each field of
+/// each page form: a 400 page saying so, before the form is acted on (nothing registered, no
+/// sign-in counted, no email sent). The same forms with clean values still work.
+async fn nul_bytes_and_invalid_utf8_in_page_forms_get_a_400_page(backend: Backend) {
+    let (_db, app) = start(&backend).await;
+    let users_before = count_users(&app).await;
+    // (page, action, fields with clean values)
+    let forms: [(&str, &str, &[(&str, &str)]); 3] = [
+        (
+            "/register",
+            "/register",
+            &[
+                ("username", "nul_probe"),
+                ("email", "nul_probe@example.com"),
+                ("password", PASSWORD),
+            ],
+        ),
+        (
+            "/login",
+            "/login",
+            &[("username", "nul_probe"), ("password", PASSWORD)],
+        ),
+        (
+            "/forgot-password",
+            "/forgot-password",
+            &[("email", "nul_probe@example.com")],
+        ),
+    ];
+    // What replaces one field's value, as bytes of the body (already form-encoded).
+    let poisons: [(&str, &[u8]); 5] = [
+        ("a percent-encoded NUL", b"ab%00cd"),
+        ("a raw NUL", b"ab\x00cd"),
+        ("a percent-encoded BEL", b"ab%07cd"),
+        ("percent-encoded invalid UTF-8", b"ab%FF%FEcd"),
+        ("raw invalid UTF-8", b"ab\xff\xfecd"),
+    ];
+    let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let mut failures = Vec::new();
+    for (page, action, fields) in forms {
+        for (target, _) in fields.iter() {
+            for (what, poison) in poisons {
+                let browser = app.browser();
+                let csrf = browser.get(page).await.csrf();
+                let mut body: Vec<u8> = Vec::new();
+                for (name, value) in fields.iter() {
+                    body.extend_from_slice(name.as_bytes());
+                    body.push(b'=');
+                    if name == target {
+                        body.extend_from_slice(poison);
+                    } else {
+                        body.extend_from_slice(encode(value).as_bytes());
+                    }
+                    body.push(b'&');
+                }
+                body.extend_from_slice(format!("csrf_token={}", encode(&csrf)).as_bytes());
+                let answer = browser
+                    .client
+                    .post(app.url(action))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = answer.status().as_u16();
+                let html = answer.text().await.unwrap_or_default();
+                if status != 400 || !html.contains("not allowed") {
+                    failures.push(format!("{action} {target} with {what}: {status}"));
+                }
+            }
+        }
+    }
+    if count_users(&app).await != users_before {
+        failures.push("an account was created from a poisoned form".into());
+    }
+    assert_eq!(
+        app.emails_to("nul_probe@example.com"),
+        0,
+        "no email was sent"
+    );
+    // Controls: the same forms, clean, still work.
+    let browser = app.browser();
+    let registered = browser
+        .register("nul_probe", "nul_probe@example.com", PASSWORD)
+        .await;
+    if registered.status != 303 {
+        failures.push(format!("clean registration: {}", registered.status));
+    }
+    if app.browser().sign_in("nul_probe", PASSWORD).await.status != 303 {
+        failures.push("clean sign-in failed".into());
+    }
+    report("NUL and invalid UTF-8 in page forms", &failures);
     app.stop().await;
 }

@@ -287,15 +287,7 @@ async fn protocol_and_upstream_flows_log_no_codes_tokens_or_secrets() {
         "the Google sign-in ended signed in"
     );
 
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    crate::helpers::terminate(&mut child).await;
     let logged = std::fs::read_to_string(&log_path).unwrap();
     if std::env::var_os("SHOW_LOG").is_some() {
         eprintln!("{logged}");
