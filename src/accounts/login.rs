@@ -2,7 +2,7 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -12,7 +12,7 @@ use super::service::{AccountError, event};
 use super::{paths, redirect, safe_return_to};
 use crate::state::AppState;
 use crate::throttle::Limit;
-use crate::web::pages::{CsrfOnly, PageError, PageForm, base_path, render};
+use crate::web::pages::{CsrfOnly, PageError, PageForm, PageQuery, base_path, render};
 use crate::web::session::{ClientInfo, WebSession};
 
 pub fn router() -> Router<AppState> {
@@ -58,7 +58,7 @@ pub struct LoginForm {
 async fn login_get(
     State(state): State<AppState>,
     session: WebSession,
-    Query(query): Query<LoginQuery>,
+    PageQuery(query): PageQuery<LoginQuery>,
 ) -> Result<Response, PageError> {
     let return_to = safe_return_to(query.return_to.as_deref());
     if query.reauth.is_none() && session.signed_in().await?.is_some() {

@@ -3,7 +3,7 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -15,7 +15,7 @@ use super::{paths, redirect};
 use crate::state::AppState;
 use crate::store::tokens;
 use crate::throttle::Limit;
-use crate::web::pages::{PageError, PageForm, base_path, render};
+use crate::web::pages::{PageError, PageForm, PageQuery, base_path, render};
 use crate::web::session::{ClientInfo, WebSession};
 
 pub fn router() -> Router<AppState> {
@@ -115,7 +115,7 @@ async fn forgot_post(
 async fn reset_get(
     State(state): State<AppState>,
     session: WebSession,
-    Query(query): Query<TokenQuery>,
+    PageQuery(query): PageQuery<TokenQuery>,
 ) -> Result<Response, PageError> {
     match state
         .accounts()

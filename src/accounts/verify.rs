@@ -4,7 +4,7 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -15,7 +15,7 @@ use crate::state::AppState;
 use crate::store::tokens::{self, Unusable};
 use crate::store::users;
 use crate::throttle::Limit;
-use crate::web::pages::{CsrfOnly, PageError, PageForm, base_path, render};
+use crate::web::pages::{CsrfOnly, PageError, PageForm, PageQuery, base_path, render};
 use crate::web::session::{ClientInfo, WebSession};
 
 pub fn router() -> Router<AppState> {
@@ -77,7 +77,7 @@ fn account_error(error: AccountError) -> PageError {
 async fn verify_get(
     State(state): State<AppState>,
     session: WebSession,
-    Query(query): Query<TokenQuery>,
+    PageQuery(query): PageQuery<TokenQuery>,
 ) -> Result<Response, PageError> {
     state
         .accounts()

@@ -10,7 +10,7 @@
 use askama::Template;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,7 @@ use crate::crypto::secrets::{random_token, token_hash};
 use crate::state::AppState;
 use crate::store::clients::Client;
 use crate::store::{self, audit, grants};
-use crate::web::pages::{PageError, PageForm, base_path, render};
+use crate::web::pages::{PageError, PageForm, PageQuery, base_path, render};
 use crate::web::session::{ClientInfo, SignedIn, WebSession};
 
 pub fn router() -> Router<AppState> {
@@ -535,7 +535,7 @@ async fn pending_request(
 async fn continue_get(
     State(state): State<AppState>,
     session: WebSession,
-    Query(query): Query<ContinueQuery>,
+    PageQuery(query): PageQuery<ContinueQuery>,
 ) -> Result<Response, PageError> {
     let (pending, client) = pending_request(&state, &session, &query.request).await?;
     let who = session.signed_in().await?;

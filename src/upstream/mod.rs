@@ -12,7 +12,7 @@ pub mod providers;
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,7 @@ use crate::state::AppState;
 use crate::store::users::UserRow;
 use crate::store::{self, audit, identities, tokens, users};
 use crate::throttle::Limit;
-use crate::web::pages::{CsrfOnly, PageError, PageForm, base_path, render};
+use crate::web::pages::{CsrfOnly, PageError, PageForm, PageQuery, base_path, render};
 use crate::web::session::{ClientInfo, WebSession};
 use linking::{Decision, EmailMatch, Refusal, Situation};
 use providers::{Profile, Provider, Started};
@@ -88,7 +88,7 @@ async fn start_get(
     State(state): State<AppState>,
     session: WebSession,
     Path(provider_id): Path<String>,
-    Query(query): Query<StartQuery>,
+    PageQuery(query): PageQuery<StartQuery>,
 ) -> Result<Response, PageError> {
     let provider = state
         .upstream
@@ -178,7 +178,7 @@ async fn callback_get(
     session: WebSession,
     client: ClientInfo,
     Path(provider_id): Path<String>,
-    Query(query): Query<CallbackQuery>,
+    PageQuery(query): PageQuery<CallbackQuery>,
 ) -> Result<Response, PageError> {
     let provider = state
         .upstream
@@ -889,7 +889,7 @@ pub struct TokenQuery {
 async fn confirm_get(
     State(state): State<AppState>,
     session: WebSession,
-    Query(query): Query<TokenQuery>,
+    PageQuery(query): PageQuery<TokenQuery>,
 ) -> Result<Response, PageError> {
     let mut conn = state.store.read().await?;
     let hashed = token_hash(&query.token);

@@ -208,6 +208,37 @@ pub struct CsrfOnly {
 /// plain-text rejection.
 pub struct PageForm<T>(pub T);
 
+/// Query parameters for a page handler: like [`PageForm`], control characters and invalid
+/// UTF-8 in the query string get a 400 page, as does a query the handler cannot read.
+pub struct PageQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for PageQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = PageError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        if !clean_form(parts.uri.query().unwrap_or_default().as_bytes()) {
+            return Err(PageError::BadRequest(
+                "The link contained characters that are not allowed (control characters or \
+                 text that is not valid UTF-8)."
+                    .into(),
+            ));
+        }
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(_) => Err(PageError::BadRequest(
+                "The link was incomplete or malformed.".into(),
+            )),
+        }
+    }
+}
+
 /// Every name and value of a form body, percent-decoded, is valid UTF-8 without control
 /// characters. (Forms have no multi-line fields, so no newline is legitimate either.)
 fn clean_form(body: &[u8]) -> bool {

@@ -2369,7 +2369,7 @@ async fn sql_metacharacters_get_clean_errors_and_match_nothing(backend: Backend)
 }
 
 /// NUL, other control characters and invalid UTF-8 (raw and percent-encoded) in each field of
-/// each page form: a 400 page saying so, before the form is acted on (nothing registered, no
+/// each page form, and in the query strings of the pages: a 400 page saying so, before the form is acted on (nothing registered, no
 /// sign-in counted, no email sent). The same forms with clean values still work.
 async fn nul_bytes_and_invalid_utf8_in_page_forms_get_a_400_page(backend: Backend) {
     let (_db, app) = start(&backend).await;
@@ -2437,6 +2437,28 @@ async fn nul_bytes_and_invalid_utf8_in_page_forms_get_a_400_page(backend: Backen
                     failures.push(format!("{action} {target} with {what}: {status}"));
                 }
             }
+        }
+    }
+    // The same in the query strings of the pages (raw NUL and invalid bytes cannot be sent in
+    // a URL, so percent-encoded).
+    for path in [
+        "/login?return_to=%2Faccount%00",
+        "/login?return_to=%FF",
+        "/reset-password?token=ab%00cd",
+        "/verify-email?token=%FF%FE",
+        "/authorize/continue?request=%07",
+        "/upstream/google/start?return_to=%00",
+        "/upstream/google/callback?code=%FF&state=x",
+    ] {
+        let page = app.browser().get(path).await;
+        if page.status != 400 || page.headers.get("location").is_some() {
+            failures.push(format!("GET {path}: {}", page.status));
+        }
+    }
+    for path in ["/login?return_to=%2Faccount", "/login"] {
+        let page = app.browser().get(path).await;
+        if page.status != 200 {
+            failures.push(format!("clean GET {path}: {}", page.status));
         }
     }
     if count_users(&app).await != users_before {
