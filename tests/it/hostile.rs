@@ -2375,7 +2375,8 @@ async fn nul_bytes_and_invalid_utf8_in_page_forms_get_a_400_page(backend: Backen
     let (_db, app) = start(&backend).await;
     let users_before = count_users(&app).await;
     // (page, action, fields with clean values)
-    let forms: [(&str, &str, &[(&str, &str)]); 3] = [
+    type Form<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let forms: [Form<'_>; 3] = [
         (
             "/register",
             "/register",
