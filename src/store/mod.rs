@@ -319,13 +319,29 @@ impl Store {
     }
 
     /// SQLite: copies what the write-ahead log holds into the database (a `PASSIVE`
-    /// checkpoint, which never waits for or blocks the writer), so the log stays short. A
-    /// no-op on PostgreSQL.
+    /// checkpoint, which never waits for or blocks the writer). A no-op on PostgreSQL.
+    ///
+    /// Copying is not enough to keep the log short: SQLite starts writing the log from its
+    /// beginning again only when a writer finds no reader still using it, and under steady
+    /// load some reader always is. The log then grows without end (11 GB, and its 21 MB
+    /// index mapped into memory, after nine minutes of the soak). So once the log holds more
+    /// than [`WAL_RESET_FRAMES`], a `TRUNCATE` checkpoint holds new writes back, waits
+    /// (through the busy timeout) for the log's readers to finish, and empties it: 25–40 ms
+    /// with eight writers and four readers running flat out.
     pub async fn checkpoint(&self) -> Result<(), sqlx::Error> {
         if self.kind == DatabaseKind::Sqlite {
-            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&mut *self.read().await?)
-                .await?;
+            let mut conn = self.read().await?;
+            let (_busy, frames, _copied): (i64, i64, i64) =
+                sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                    .fetch_one(&mut *conn)
+                    .await?;
+            if frames >= WAL_RESET_FRAMES {
+                let (busy, left, _): (i64, i64, i64) =
+                    sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                        .fetch_one(&mut *conn)
+                        .await?;
+                tracing::debug!(frames, busy, left, "emptied the SQLite log");
+            }
         }
         Ok(())
     }
@@ -341,6 +357,9 @@ impl Store {
         self.writer.close().await;
     }
 }
+
+/// Log frames (pages, 4 KiB each) past which a checkpoint also empties the SQLite log.
+pub const WAL_RESET_FRAMES: i64 = 4_096;
 
 /// Whether a database error means "the database is unreachable" (answer 503 and retry),
 /// as opposed to a bug or a rule violation.

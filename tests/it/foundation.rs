@@ -876,13 +876,16 @@ async fn a_failing_grant_fails_alone_in_its_batch(backend: Backend) {
 }
 
 /// SQLite's automatic checkpoint is off (it ran on the writer and stalled the writes behind
-/// it); the server's own checkpointer must keep the write-ahead log from growing: after a
-/// checkpoint, the next writes reuse the log from its start instead of extending it.
+/// it); the server's own checkpointer must copy the write-ahead log into the database while
+/// the server runs (no connection ever closes, which is when SQLite would do it by itself)
+/// and keep the log from growing burst after burst.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqlite_log_is_checkpointed_in_the_background() {
     let db = TestDb::new(&Backend::Sqlite).await;
     let app = TestApp::start(&db).await;
-    let wal = std::path::PathBuf::from(format!("{}-wal", db.url.trim_start_matches("sqlite://")));
+    let path = std::path::PathBuf::from(db.url.trim_start_matches("sqlite://"));
+    let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
     let burst = |from: usize| {
         let store = app.state.store.clone();
         async move {
@@ -898,16 +901,95 @@ async fn the_sqlite_log_is_checkpointed_in_the_background() {
             }
         }
     };
-    burst(0).await;
-    let first = std::fs::metadata(&wal).unwrap().len();
-    assert!(first > 1_000_000, "the burst filled the log: {first} bytes");
-    tokio::time::sleep(tessera::housekeeping::CHECKPOINT_INTERVAL * 3).await;
-    burst(1500).await;
-    let second = std::fs::metadata(&wal).unwrap().len();
+    // 1,500 rows of over 200 bytes: 300 KB that must reach the database file itself.
+    let rows = 1500 * 200;
+    // Each burst writes about 6,100 log frames; left alone, the log would hold both bursts
+    // (50 MB), and with copying alone it would stay as long as one burst (25 MB).
+    let cap = u64::try_from(tessera::store::WAL_RESET_FRAMES).unwrap() * (4096 + 24) + 32;
+    let mut database = size(&path);
+    for from in [0, 1500] {
+        burst(from).await;
+        tokio::time::sleep(tessera::housekeeping::CHECKPOINT_INTERVAL * 3).await;
+        let grown = size(&path);
+        assert!(
+            grown >= database + rows,
+            "the rows were not copied into the database: {database} then {grown} bytes"
+        );
+        database = grown;
+        let log = size(&wal);
+        assert!(log <= cap, "the log kept growing: {log} bytes after burst {from}");
+    }
+    app.stop().await;
+}
+
+/// Under steady load some reader always uses the log, so SQLite never starts it over by
+/// itself: the checkpointer empties it once it passes `WAL_RESET_FRAMES` (before, a ten-minute
+/// soak left an 11 GB log and its index mapped into memory).
+#[tokio::test]
+async fn the_sqlite_log_stays_short_while_readers_never_stop() {
+    let db = TestDb::new(&Backend::Sqlite).await;
+    let app = TestApp::start(&db).await;
+    let wal = std::path::PathBuf::from(format!("{}-wal", db.url.trim_start_matches("sqlite://")));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let (store, stop) = (app.state.store.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut conn = store.read().await.unwrap();
+                let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM revoked_jti")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let store = app.state.store.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..1200 {
+                let mut tx = store.begin_write().await.unwrap();
+                sqlx::query("INSERT INTO revoked_jti (jti, expires_at) VALUES ($1, $2)")
+                    .bind(format!("jti-{w}-{i:05}-{}", "x".repeat(3000)))
+                    .bind(now() + 600)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+        }));
+    }
+    // The log's size, sampled while the writers and readers run: it must fall back (be
+    // emptied) while they do, not only once they stop.
+    let (mut previous, mut resets) = (0, 0);
+    while writers.iter().any(|w| !w.is_finished()) {
+        let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        if size < previous {
+            resets += 1;
+        }
+        previous = size;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    // 9,600 rows of 3 KB wrote over 40 MB of log frames.
+    let threshold = u64::try_from(tessera::store::WAL_RESET_FRAMES).unwrap() * 4096;
+    let after = eventually(std::time::Duration::from_secs(10), || {
+        let wal = wal.clone();
+        async move { std::fs::metadata(&wal).map_or(0, |m| m.len()) < threshold }
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.await.unwrap();
+    }
     assert!(
-        second < first * 3 / 2,
-        "the log kept growing: {first} then {second} bytes"
+        resets >= 1,
+        "the log only grew while readers and writers ran"
     );
+    assert!(after, "the log was not emptied after the load");
     app.stop().await;
 }
 
