@@ -157,7 +157,8 @@ impl Application {
             header_bytes: state.config.http.header_limit,
             header_timeout: state.config.http.header_timeout,
         };
-        let server = web::server::serve(listener, router, limits, async move {
+        let documents = Arc::new(oidc::metadata::Documents::new(&state));
+        let server = web::server::serve(listener, router, documents, limits, async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
             signal.cancel();
@@ -191,9 +192,9 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(accounts::router(&state))
         .fallback(error::not_found);
+    // Discovery and the JWKS are answered in front of all this (`oidc::metadata`).
     let routes =
-        web::middleware::apply(routes, config.http.request_timeout, config.http.body_limit)
-            .merge(web::middleware::apply_metadata(oidc::metadata_router()));
+        web::middleware::apply(routes, config.http.request_timeout, config.http.body_limit);
     let base = config.base_path();
     let routes = if base.is_empty() {
         routes

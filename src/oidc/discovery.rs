@@ -23,9 +23,12 @@ pub fn router() -> Router<AppState> {
     Router::new().route(paths::DISCOVERY, get(discovery_get))
 }
 
-/// Serves the prebuilt document, with `ETag`/`If-None-Match` support.
+/// Serves the prebuilt document, with `ETag`/`If-None-Match` support. (The server answers
+/// GET and HEAD before the router, [`super::metadata`]; this serves the router on its own.)
 async fn discovery_get(State(doc): State<Arc<Discovery>>, headers: HeaderMap) -> Response {
-    doc.0.respond(&headers)
+    let mut response = doc.0.respond(&headers);
+    super::metadata::public(&mut response);
+    response
 }
 
 /// The discovery document, serialised once.

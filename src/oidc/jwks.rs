@@ -19,6 +19,10 @@ pub fn router() -> Router<AppState> {
     Router::new().route(paths::JWKS, get(jwks_get))
 }
 
+/// (The server answers GET and HEAD before the router, [`super::metadata`]; this serves the
+/// router on its own.)
 async fn jwks_get(State(keys): State<Arc<KeyRing>>, headers: HeaderMap) -> Response {
-    keys.jwks().respond(&headers)
+    let mut response = keys.jwks().respond(&headers);
+    super::metadata::public(&mut response);
+    response
 }

@@ -9,6 +9,7 @@ pub mod end_session;
 pub mod error;
 pub mod introspect;
 pub mod jwks;
+pub mod metadata;
 pub mod params;
 pub mod paths;
 pub mod revoke;
@@ -22,21 +23,15 @@ use axum::Router;
 use crate::state::AppState;
 
 /// The back-channel endpoints (no browser session). The authorization and end-session
-/// endpoints need the session and are mounted with the pages (`accounts::router`); the
-/// metadata documents are in [`metadata_router`].
+/// endpoints need the session and are mounted with the pages (`accounts::router`). The
+/// metadata documents' GET and HEAD are answered before the router ([`metadata`]); their
+/// routes here answer the other methods (405) and serve the router on its own.
 pub fn router() -> Router<AppState> {
     Router::new()
+        .merge(discovery::router())
+        .merge(jwks::router())
         .merge(token::router())
         .merge(userinfo::router())
         .merge(revoke::router())
         .merge(introspect::router())
-}
-
-/// Discovery and the JWKS: public, prebuilt documents that every relying party and resource
-/// server fetches. They are served outside the full middleware stack (see
-/// `web::middleware::apply_metadata`).
-pub fn metadata_router() -> Router<AppState> {
-    Router::new()
-        .merge(discovery::router())
-        .merge(jwks::router())
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
-use axum::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, X_CONTENT_TYPE_OPTIONS};
+use axum::http::header::X_CONTENT_TYPE_OPTIONS;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -54,56 +54,6 @@ pub fn apply<S: Clone + Send + Sync + 'static>(
                 HeaderValue::from_static("nosniff"),
             )),
     )
-}
-
-/// The lighter stack of the metadata documents (discovery, JWKS): static bytes answered from
-/// memory, fetched by every client and resource server, and the hottest GETs Tessera serves.
-/// The full stack costs more than serving them (a request id from the OS's random source, a
-/// span, a timer for the timeout, a latency histogram with three allocated labels), so here
-/// they get only what they need: `nosniff`, `Access-Control-Allow-Origin: *` (public
-/// documents that browser-based relying parties fetch cross-origin), and a request counter.
-/// They cannot time out, take no body, and have nothing to log.
-pub fn apply_metadata<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
-    router.layer(
-        ServiceBuilder::new()
-            .layer(axum::middleware::from_fn(count))
-            .layer(SetResponseHeaderLayer::if_not_present(
-                X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ))
-            .layer(SetResponseHeaderLayer::if_not_present(
-                ACCESS_CONTROL_ALLOW_ORIGIN,
-                HeaderValue::from_static("*"),
-            )),
-    )
-}
-
-/// Counts requests per route and status (`http_requests_total`, as for every other route).
-async fn count(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    let method = if request.method() == axum::http::Method::HEAD {
-        "HEAD"
-    } else {
-        "GET"
-    };
-    let response = next.run(request).await;
-    let status: metrics::SharedString = match response.status() {
-        StatusCode::OK => "200".into(),
-        StatusCode::NOT_MODIFIED => "304".into(),
-        other => other.as_str().to_owned().into(),
-    };
-    metrics::counter!(
-        "http_requests_total",
-        "method" => method,
-        "route" => route,
-        "status" => status
-    )
-    .increment(1);
-    response
 }
 
 /// One span per request, keyed on the route template (never the query string, which may hold

@@ -7,23 +7,30 @@
 //! - A client that does not finish its request head within `http.header_timeout` is
 //!   disconnected (slow-headers attacks hold a connection, not a task, for long).
 //! - `TCP_NODELAY` is set: small responses are not held back by Nagle's algorithm.
+//! - A [`Shortcut`] answers the few requests that need nothing but memory (the discovery and
+//!   JWKS documents) before the router and its middleware see them.
 //!
 //! Graceful shutdown works as `axum::serve`'s: stop accepting, let every connection finish
 //! the request it is on, then close it.
 
-use std::future::Future;
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Method, Request};
+use axum::response::Response;
+use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
+use tower::util::Oneshot;
 
 /// Connection-level limits.
 #[derive(Debug, Clone, Copy)]
@@ -32,11 +39,20 @@ pub struct Limits {
     pub header_timeout: Duration,
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then waits for open connections
-/// to finish their current request. (The caller bounds that wait.)
+/// Requests answered from memory before the router: `answer` returns the whole response,
+/// or `None` to pass the request on. It sees the request line and headers only, never the
+/// body, and must not block.
+pub trait Shortcut: Send + Sync + 'static {
+    fn answer(&self, method: &Method, path: &str, headers: &HeaderMap) -> Option<Response>;
+}
+
+/// Serves `router` on `listener` (with `shortcut` in front of it) until `shutdown` completes,
+/// then waits for open connections to finish their current request. (The caller bounds that
+/// wait.)
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    shortcut: Arc<dyn Shortcut>,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) {
@@ -64,16 +80,12 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = router
-            .clone()
-            .map_request(move |mut request: Request<Incoming>| {
-                request
-                    .extensions_mut()
-                    .insert(ConnectInfo::<SocketAddr>(remote));
-                request.map(axum::body::Body::new)
-            });
-        let connection =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let service = Front {
+            router: router.clone(),
+            shortcut: shortcut.clone(),
+            remote,
+        };
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -83,4 +95,38 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// One connection's service: the shortcut, then the router (with the peer's address as
+/// `ConnectInfo`, as `axum::serve` would insert it).
+struct Front {
+    router: Router,
+    shortcut: Arc<dyn Shortcut>,
+    remote: SocketAddr,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<
+        Ready<Result<Response, Infallible>>,
+        Oneshot<Router, Request<axum::body::Body>>,
+    >;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        if let Some(response) =
+            self.shortcut
+                .answer(request.method(), request.uri().path(), request.headers())
+        {
+            return Either::Left(ready(Ok(response)));
+        }
+        request
+            .extensions_mut()
+            .insert(ConnectInfo::<SocketAddr>(self.remote));
+        Either::Right(
+            self.router
+                .clone()
+                .oneshot(request.map(axum::body::Body::new)),
+        )
+    }
 }

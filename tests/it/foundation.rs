@@ -145,10 +145,30 @@ async fn metadata_documents_support_conditional_requests(backend: Backend) {
         let response = app.get(path).await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], "application/json");
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(response.headers()["access-control-allow-origin"], "*");
         let cache = response.headers()["cache-control"].to_str().unwrap();
         assert!(cache.starts_with("public, max-age="), "{path}: {cache}");
         let etag = response.headers()["etag"].to_str().unwrap().to_owned();
         assert!(etag.starts_with('"'), "strong ETag: {etag}");
+        let body = response.bytes().await.unwrap();
+
+        // HEAD: the same headers, no body. A query string does not change the document.
+        let head = app.client.head(app.url(path)).send().await.unwrap();
+        assert_eq!(head.status(), 200, "{path}");
+        assert_eq!(head.headers()["etag"], etag.as_str());
+        assert_eq!(
+            head.headers()["content-length"],
+            body.len().to_string().as_str()
+        );
+        assert!(head.bytes().await.unwrap().is_empty());
+        let queried = app.get(&format!("{path}?x=1")).await;
+        assert_eq!(queried.bytes().await.unwrap(), body);
+        // Other methods are not allowed; neighbouring paths are not the document.
+        let post = app.client.post(app.url(path)).send().await.unwrap();
+        assert_eq!(post.status(), 405, "{path}");
+        assert_eq!(app.get(&format!("{path}/")).await.status(), 404);
+        assert_eq!(app.get(&path.to_uppercase()).await.status(), 404);
 
         let again = app
             .client
@@ -159,6 +179,7 @@ async fn metadata_documents_support_conditional_requests(backend: Backend) {
             .unwrap();
         assert_eq!(again.status(), 304, "{path}");
         assert_eq!(again.headers()["etag"], etag.as_str());
+        assert_eq!(again.headers()["access-control-allow-origin"], "*");
         assert!(again.bytes().await.unwrap().is_empty());
 
         let stale = app
@@ -479,6 +500,15 @@ async fn an_issuer_with_a_path_serves_under_it() {
             .starts_with(&format!("{}/", app.issuer))
     );
     assert_eq!(app.jwks().await["keys"].as_array().unwrap().len(), 1);
+    // Only under the path: the origin's root is not this issuer.
+    let root = app.issuer.trim_end_matches("/tenant-a").to_owned();
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/jwks.json",
+    ] {
+        let outside = app.client.get(format!("{root}{path}")).send().await.unwrap();
+        assert_eq!(outside.status(), 404, "{path}");
+    }
     app.stop().await;
 }
 
