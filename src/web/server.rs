@@ -108,10 +108,8 @@ struct Front {
 impl hyper::service::Service<Request<Incoming>> for Front {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<
-        Ready<Result<Response, Infallible>>,
-        Oneshot<Router, Request<axum::body::Body>>,
-    >;
+    type Future =
+        Either<Ready<Result<Response, Infallible>>, Oneshot<Router, Request<axum::body::Body>>>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         if let Some(response) =

@@ -506,7 +506,12 @@ async fn an_issuer_with_a_path_serves_under_it() {
         "/.well-known/openid-configuration",
         "/.well-known/jwks.json",
     ] {
-        let outside = app.client.get(format!("{root}{path}")).send().await.unwrap();
+        let outside = app
+            .client
+            .get(format!("{root}{path}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(outside.status(), 404, "{path}");
     }
     app.stop().await;
@@ -947,7 +952,10 @@ async fn the_sqlite_log_is_checkpointed_in_the_background() {
         );
         database = grown;
         let log = size(&wal);
-        assert!(log <= cap, "the log kept growing: {log} bytes after burst {from}");
+        assert!(
+            log <= cap,
+            "the log kept growing: {log} bytes after burst {from}"
+        );
     }
     app.stop().await;
 }
