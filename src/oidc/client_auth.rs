@@ -70,50 +70,80 @@ pub async fn authenticate(
     headers: &HeaderMap,
     params: &Params,
 ) -> Result<Client, OAuthError> {
-    let basic = basic_credentials(headers)?;
-    let form_id = params
-        .get("client_id")
-        .map_err(|e| OAuthError::invalid_request(e.to_string()))?;
-    let form_secret = params
-        .get("client_secret")
-        .map_err(|e| OAuthError::invalid_request(e.to_string()))?;
-    let used_basic = basic.is_some();
-    let (client_id, secret) = match (basic, form_id, form_secret) {
-        (Some(_), _, Some(_)) => {
-            return Err(OAuthError::invalid_request(
-                "use one client authentication method, not two",
-            ));
-        }
-        (Some((id, _)), Some(other), None) if other != id => {
-            return Err(OAuthError::invalid_request(
-                "client_id does not match the Authorization header",
-            ));
-        }
-        (Some((id, secret)), _, None) => (id, Some(secret)),
-        (None, Some(id), secret) => (id.to_owned(), secret.map(str::to_owned)),
-        (None, None, _) => return Err(invalid_client(false, "client authentication is required")),
-    };
+    let presented = Presented::from_request(headers, params)?;
     let mut conn = store.read().await?;
-    let client = store::clients::by_id(&mut conn, &client_id).await?;
+    let client = store::clients::by_id(&mut conn, &presented.client_id).await?;
     drop(conn);
-    let Some(client) = client else {
-        return Err(invalid_client(used_basic, "unknown client or wrong secret"));
-    };
-    match (&client.secret_hash, secret) {
-        // A confidential client proves its secret.
-        (Some(stored), Some(given)) if !client.public => {
-            if constant_time_eq(stored, &token_hash(&given)) {
-                Ok(client)
-            } else {
-                Err(invalid_client(used_basic, "unknown client or wrong secret"))
+    presented.accept(client)
+}
+
+/// The client credentials a request presents, not yet checked: read them, fetch the client
+/// named by `client_id` (alone, or with what else the endpoint needs from the same round
+/// trip), then [`Presented::accept`].
+pub struct Presented {
+    pub client_id: String,
+    secret: Option<String>,
+    basic: bool,
+}
+
+impl Presented {
+    /// The credentials of one authentication method (RFC 6749 §2.3.1: Basic or the form, never
+    /// both), or why they cannot be used.
+    pub fn from_request(headers: &HeaderMap, params: &Params) -> Result<Self, OAuthError> {
+        let basic = basic_credentials(headers)?;
+        let form_id = params
+            .get("client_id")
+            .map_err(|e| OAuthError::invalid_request(e.to_string()))?;
+        let form_secret = params
+            .get("client_secret")
+            .map_err(|e| OAuthError::invalid_request(e.to_string()))?;
+        let used_basic = basic.is_some();
+        let (client_id, secret) = match (basic, form_id, form_secret) {
+            (Some(_), _, Some(_)) => {
+                return Err(OAuthError::invalid_request(
+                    "use one client authentication method, not two",
+                ));
             }
+            (Some((id, _)), Some(other), None) if other != id => {
+                return Err(OAuthError::invalid_request(
+                    "client_id does not match the Authorization header",
+                ));
+            }
+            (Some((id, secret)), _, None) => (id, Some(secret)),
+            (None, Some(id), secret) => (id.to_owned(), secret.map(str::to_owned)),
+            (None, None, _) => {
+                return Err(invalid_client(false, "client authentication is required"));
+            }
+        };
+        Ok(Self {
+            client_id,
+            secret,
+            basic: used_basic,
+        })
+    }
+
+    /// Checks the credentials against the stored client (`None`: no such client).
+    pub fn accept(self, client: Option<Client>) -> Result<Client, OAuthError> {
+        let used_basic = self.basic;
+        let Some(client) = client else {
+            return Err(invalid_client(used_basic, "unknown client or wrong secret"));
+        };
+        match (&client.secret_hash, self.secret) {
+            // A confidential client proves its secret.
+            (Some(stored), Some(given)) if !client.public => {
+                if constant_time_eq(stored, &token_hash(&given)) {
+                    Ok(client)
+                } else {
+                    Err(invalid_client(used_basic, "unknown client or wrong secret"))
+                }
+            }
+            (Some(_), None) => Err(invalid_client(
+                used_basic,
+                "this client must authenticate with its secret",
+            )),
+            // A public client (`none`) presents only its id.
+            (None, None) if client.public => Ok(client),
+            _ => Err(invalid_client(used_basic, "unknown client or wrong secret")),
         }
-        (Some(_), None) => Err(invalid_client(
-            used_basic,
-            "this client must authenticate with its secret",
-        )),
-        // A public client (`none`) presents only its id.
-        (None, None) if client.public => Ok(client),
-        _ => Err(invalid_client(used_basic, "unknown client or wrong secret")),
     }
 }

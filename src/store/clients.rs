@@ -108,6 +108,30 @@ pub async fn by_id(conn: &mut AnyConnection, id: &str) -> Result<Option<Client>,
     Ok(row.map(Client::from))
 }
 
+/// The client `id` and whether the access token `jti` is revoked, in one round trip (for
+/// introspection, which needs both and is answered on a database across the network).
+pub async fn by_id_with_revoked_jti(
+    conn: &mut AnyConnection,
+    id: &str,
+    jti: &str,
+) -> Result<Option<(Client, bool)>, sqlx::Error> {
+    #[derive(FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        client: ClientRow,
+        revoked: i64,
+    }
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS}, (SELECT COUNT(*) FROM revoked_jti WHERE jti = $2) AS revoked \
+         FROM clients WHERE id = $1"
+    ))
+    .bind(id)
+    .bind(jti)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| (Client::from(r.client), r.revoked != 0)))
+}
+
 pub async fn list(conn: &mut AnyConnection) -> Result<Vec<Client>, sqlx::Error> {
     let rows: Vec<ClientRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM clients ORDER BY created_at, id"

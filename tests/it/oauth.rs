@@ -1123,6 +1123,35 @@ async fn revocation_and_introspection(backend: Backend) {
         )
         .await;
     assert_eq!(status, 401);
+    // An unknown client with a genuine token, and a wrong secret without a token: the client
+    // is refused before anything about the token is said.
+    let stranger = TestClient {
+        id: "no-such-client".into(),
+        secret: Some("whatever".into()),
+        redirect_uri: String::new(),
+    };
+    let (status, body) = app
+        .backchannel("/introspect", &stranger, &[("token", access)])
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let wrong = TestClient {
+        id: client.id.clone(),
+        secret: Some("bad".into()),
+        redirect_uri: String::new(),
+    };
+    let (status, body) = app.backchannel("/introspect", &wrong, &[]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let (status, body) = app.backchannel("/introspect", &client, &[]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
 
     // Another client cannot revoke these tokens.
     let other = app.client(false, &[], &[]).await;
