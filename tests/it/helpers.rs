@@ -411,6 +411,11 @@ impl Page {
         csrf_in(&self.body).unwrap_or_else(|| panic!("no csrf_token in page: {}", self.body))
     }
 
+    /// The value of the hidden field `name`; panics when the page has none.
+    pub fn field(&self, name: &str) -> String {
+        field_in(&self.body, name).unwrap_or_else(|| panic!("no {name} in page: {}", self.body))
+    }
+
     pub fn has(&self, text: &str) -> bool {
         self.body.contains(text)
     }
@@ -530,8 +535,13 @@ impl Browser {
 }
 
 pub fn csrf_in(html: &str) -> Option<String> {
-    let marker = "name=\"csrf_token\" value=\"";
-    let start = html.find(marker)? + marker.len();
+    field_in(html, "csrf_token")
+}
+
+/// The raw `value` of the first form field called `name` (as rendered, not unescaped).
+pub fn field_in(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
     let end = html[start..].find('"')? + start;
     Some(html[start..end].to_owned())
 }
@@ -692,15 +702,7 @@ impl Browser {
                     "expected the consent page: {}",
                     page.body
                 );
-                let request = page
-                    .body
-                    .split("name=\"request\" value=\"")
-                    .nth(1)
-                    .unwrap()
-                    .split('"')
-                    .next()
-                    .unwrap()
-                    .to_owned();
+                let request = page.field("request");
                 page = self
                     .post(
                         "/authorize/consent",
@@ -824,15 +826,7 @@ impl Browser {
                 continue;
             }
             if page.status == 200 && page.has("name=\"decision\"") {
-                let request = page
-                    .body
-                    .split("name=\"request\" value=\"")
-                    .nth(1)
-                    .unwrap()
-                    .split('"')
-                    .next()
-                    .unwrap()
-                    .to_owned();
+                let request = page.field("request");
                 let target = format!(
                     "{origin}{}",
                     page.body

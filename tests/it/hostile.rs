@@ -1785,15 +1785,7 @@ async fn cross_site_posts_without_the_session_token_change_nothing(backend: Back
     query.push(("prompt", "consent"));
     let consent = victim.get(&authorize_url(&app, &query)).await;
     assert_eq!(consent.status, 200, "{}", consent.body);
-    let request = consent
-        .body
-        .split("name=\"request\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let request = consent.field("request");
     let confirm = victim
         .get(&format!("/end-session?client_id={}", client.id))
         .await;

@@ -486,15 +486,7 @@ async fn prompt_none_login_and_consent(backend: Backend) {
     let page = browser.get(&with(vec![])).await;
     assert_eq!(page.status, 200);
     assert!(page.has("Test App") && page.has("Allow") && page.has("Deny"));
-    let request = page
-        .body
-        .split("name=\"request\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let request = page.field("request");
     let denied = browser
         .post(
             "/authorize/consent",
@@ -510,15 +502,7 @@ async fn prompt_none_login_and_consent(backend: Backend) {
     assert_eq!(q["state"], "st");
     // The consent form needs its CSRF token.
     let page = browser.get(&with(vec![])).await;
-    let request = page
-        .body
-        .split("name=\"request\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let request = page.field("request");
     let forged = browser
         .post(
             "/authorize/consent",
