@@ -36,18 +36,48 @@ type Deliver = Box<dyn FnOnce() + Send>;
 type Work =
     Box<dyn for<'c> FnMut(&'c mut AnyConnection, &'c mut Audit) -> WorkFuture<'c, Deliver> + Send>;
 
-pub(super) struct Job {
-    work: Work,
-    fail: Box<dyn FnOnce(sqlx::Error) + Send>,
+/// What a grant hands the batch.
+pub(super) enum Job {
+    /// Statements of its own, run in the batch's transaction.
+    Work {
+        work: Work,
+        fail: Box<dyn FnOnce(sqlx::Error) + Send>,
+    },
+    /// One audit row and nothing else ([`Store::append_audit`]). A batch of only these needs
+    /// no transaction: its one multi-row `INSERT` is atomic and durable on its own, so it is
+    /// one round trip instead of `BEGIN`, `INSERT`, `COMMIT`.
+    Row {
+        event: OwnedEvent,
+        answer: Answer<()>,
+    },
+}
+
+/// Where a grant's result goes; taken once, by whichever of success or failure comes first.
+type Answer<T> = Arc<Mutex<Option<oneshot::Sender<Result<T, sqlx::Error>>>>>;
+
+impl Job {
+    fn fail(self, error: sqlx::Error) {
+        match self {
+            Job::Work { fail, .. } => fail(error),
+            Job::Row { answer, .. } => send(&answer, Err(error)),
+        }
+    }
 }
 
 /// Grants per batch at most.
 const BATCH: usize = 64;
 
-/// Batches in flight at once on PostgreSQL.
-const POSTGRES_BATCHES: usize = 4;
+/// Grant batches in flight at once on PostgreSQL.
+const POSTGRES_BATCHES: usize = 2;
 
-pub(super) type Queue = mpsc::UnboundedSender<Job>;
+type Queue = mpsc::UnboundedSender<Job>;
+
+/// The writers' two queues: grants with statements of their own, and lone audit rows.
+#[derive(Debug)]
+pub(super) struct Queues {
+    work: Queue,
+    rows: Queue,
+}
 
 impl Store {
     /// Runs a grant's writes in a write transaction shared with concurrent grants (see the
@@ -63,9 +93,9 @@ impl Store {
             + 'static,
     {
         let (answer, result) = oneshot::channel::<Result<T, sqlx::Error>>();
-        let answer = Arc::new(Mutex::new(Some(answer)));
+        let answer: Answer<T> = Arc::new(Mutex::new(Some(answer)));
         let on_failure = answer.clone();
-        let job = Job {
+        let job = Job::Work {
             work: Box::new(move |conn, rows| {
                 let running = work(conn, rows);
                 let answer = answer.clone();
@@ -76,29 +106,52 @@ impl Store {
             }),
             fail: Box::new(move |error| send(&on_failure, Err(error))),
         };
-        let queue = self.grants.get_or_init(|| {
-            let (queue, jobs) = mpsc::unbounded_channel();
-            // The task's store has a queue of its own (never started), so it does not keep
-            // this one open: the tasks end when the last user of the queue is gone.
+        self.enqueue(job).await?;
+        result.await.map_err(|_| sqlx::Error::PoolClosed)?
+    }
+
+    /// Hands `job` to the batch writers, starting them at the first use.
+    ///
+    /// Grants and lone audit rows queue apart. A PostgreSQL commit waits for a flush of its
+    /// log, so what a batch saves is commits, and a batch is as large as what queued while
+    /// the one before it ran. Lone rows are cheap to write, so one writer for them gathers
+    /// the most into each commit. Grants run several statements each, so on PostgreSQL two
+    /// of their batches run at once and one batch's round trips overlap the other's
+    /// (measured with `wrk -c16` beside one and four: see BENCHMARKS.md).
+    async fn enqueue(&self, job: Job) -> Result<(), sqlx::Error> {
+        let queues = self.grants.get_or_init(|| {
+            // The tasks' store has queues of its own (never started), so it does not keep
+            // these open: the tasks end when the last user of the queues is gone.
             let store = Self {
                 grants: Arc::default(),
                 ..self.clone()
             };
-            // SQLite has one writer, so one batch at a time. PostgreSQL runs transactions
-            // side by side: several batches at once keep its round trips overlapping.
-            let batches = match store.kind {
+            // SQLite has one writer, so one grant batch at a time.
+            let grant_batches = match store.kind {
                 DatabaseKind::Sqlite => 1,
                 DatabaseKind::Postgres => POSTGRES_BATCHES,
             };
-            let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
-            for _ in 0..batches {
-                tokio::spawn(run(store.clone(), jobs.clone()));
+            Queues {
+                work: start(&store, grant_batches),
+                rows: start(&store, 1),
             }
-            queue
         });
-        queue.send(job).map_err(|_| sqlx::Error::PoolClosed)?;
-        result.await.map_err(|_| sqlx::Error::PoolClosed)?
+        let queue = match job {
+            Job::Work { .. } => &queues.work,
+            Job::Row { .. } => &queues.rows,
+        };
+        queue.send(job).map_err(|_| sqlx::Error::PoolClosed)
     }
+}
+
+/// A queue and `writers` tasks writing its batches.
+fn start(store: &Store, writers: usize) -> Queue {
+    let (queue, jobs) = mpsc::unbounded_channel();
+    let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
+    for _ in 0..writers {
+        tokio::spawn(run(store.clone(), jobs.clone()));
+    }
+    queue
 }
 
 impl Store {
@@ -107,11 +160,10 @@ impl Store {
     /// the batch and its row goes in with the batch's one multi-row `INSERT`. An event that
     /// belongs with other writes goes in their transaction instead ([`audit::insert`]).
     pub async fn append_audit(&self, event: OwnedEvent) -> Result<(), sqlx::Error> {
-        self.write_grant(move |_, rows| {
-            rows.push(event.clone());
-            Box::pin(async { Ok(()) })
-        })
-        .await
+        let (answer, result) = oneshot::channel();
+        let answer = Arc::new(Mutex::new(Some(answer)));
+        self.enqueue(Job::Row { event, answer }).await?;
+        result.await.map_err(|_| sqlx::Error::PoolClosed)?
     }
 }
 
@@ -129,7 +181,7 @@ async fn run(store: Store, jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<
             Ok(deliveries) => deliveries.into_iter().for_each(|deliver| deliver()),
             Err(error) if batch.len() == 1 => {
                 if let Some(job) = batch.pop() {
-                    (job.fail)(error);
+                    job.fail(error);
                 }
             }
             Err(_) => {
@@ -137,7 +189,7 @@ async fn run(store: Store, jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<
                 for mut job in batch.drain(..) {
                     match transaction(&store, std::slice::from_mut(&mut job)).await {
                         Ok(deliveries) => deliveries.into_iter().for_each(|deliver| deliver()),
-                        Err(error) => (job.fail)(error),
+                        Err(error) => job.fail(error),
                     }
                 }
             }
@@ -146,15 +198,41 @@ async fn run(store: Store, jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<
     }
 }
 
-/// One transaction for `jobs`: their work in order, their audit rows, the commit.
+/// One transaction for `jobs`: their work in order, their audit rows, the commit. When no job
+/// has statements of its own, the audit rows' one `INSERT` runs alone, outside a transaction.
 async fn transaction(store: &Store, jobs: &mut [Job]) -> Result<Vec<Deliver>, sqlx::Error> {
-    let mut tx = store.begin_write().await?;
     let mut rows = Audit::new();
-    let mut deliveries = Vec::with_capacity(jobs.len());
+    let mut deliveries: Vec<Deliver> = Vec::with_capacity(jobs.len());
+    let any_work = jobs.iter().any(|job| matches!(job, Job::Work { .. }));
+    let mut tx = match any_work {
+        true => Some(store.begin_write().await?),
+        false => None,
+    };
     for job in jobs.iter_mut() {
-        deliveries.push((job.work)(&mut tx, &mut rows).await?);
+        match (job, tx.as_mut()) {
+            (Job::Work { work, .. }, Some(tx)) => deliveries.push(work(tx, &mut rows).await?),
+            (Job::Work { .. }, None) => unreachable!("a batch with work has a transaction"),
+            (Job::Row { event, answer }, _) => {
+                rows.push(event.clone());
+                let answer = answer.clone();
+                deliveries.push(Box::new(move || send(&answer, Ok(()))));
+            }
+        }
     }
-    audit::insert_many(&mut tx, &rows).await?;
-    tx.commit().await?;
+    match tx {
+        Some(mut tx) => {
+            audit::insert_many(&mut tx, &rows).await?;
+            tx.commit().await?;
+        }
+        None => {
+            // One statement is a transaction of its own; on SQLite it waits, like a commit,
+            // for the group commit's flush of the log.
+            let mut conn = store.writer.acquire().await?;
+            audit::insert_many(&mut conn, &rows).await?;
+            if let Some(wal) = &store.wal {
+                wal.sync().await.map_err(sqlx::Error::Io)?;
+            }
+        }
+    }
     Ok(deliveries)
 }

@@ -65,8 +65,9 @@ pub struct Store {
     kind: DatabaseKind,
     /// SQLite only: the group commit over the write-ahead log.
     wal: Option<Arc<durable::WalSync>>,
-    /// The queue of [`Store::write_grant`], started at its first use.
-    grants: Arc<OnceLock<batch::Queue>>,
+    /// The queues of [`Store::write_grant`] and [`Store::append_audit`], started at their first
+    /// use.
+    grants: Arc<OnceLock<batch::Queues>>,
 }
 
 /// A write transaction. It derefs to the connection, so the store's functions take it as

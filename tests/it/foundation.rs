@@ -21,6 +21,7 @@ on_both_databases!(
     sweep_deletes_expired_rows_in_batches_and_keeps_live_ones,
     clients_that_hang_up_mid_request_never_wedge_the_database,
     a_failing_grant_fails_alone_in_its_batch,
+    lone_audit_rows_are_all_written_and_each_hears_of_a_failure,
     private_keys_are_encrypted_at_rest_with_the_master_key,
     rotation_under_load_never_breaks_a_fresh_token,
 );
@@ -907,6 +908,69 @@ async fn a_failing_grant_fails_alone_in_its_batch(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(stored, ["first", "second", "taken", "third"]);
+    app.stop().await;
+}
+
+/// Audit rows with no grant of their own (`client_credentials`) queue apart and are written
+/// without a transaction: every caller's row lands once, and when the write fails every
+/// caller hears of it instead of waiting for ever.
+async fn lone_audit_rows_are_all_written_and_each_hears_of_a_failure(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let app = TestApp::start(&db).await;
+    let store = app.state.store.clone();
+    let row = |kind: String| tessera::store::audit::OwnedEvent {
+        kind,
+        outcome: "success".into(),
+        at: now(),
+        ..Default::default()
+    };
+    let append = |kinds: Vec<String>| {
+        let calls = kinds.into_iter().map(|kind| {
+            let (store, event) = (store.clone(), row(kind));
+            tokio::spawn(async move { store.append_audit(event).await })
+        });
+        let calls: Vec<_> = calls.collect();
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                futures_util::future::join_all(calls),
+            )
+            .await
+            .expect("every caller hears back")
+            .into_iter()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+        }
+    };
+    let kinds: Vec<String> = (0..40).map(|i| format!("lone_{i:02}")).collect();
+    for result in append(kinds.clone()).await {
+        result.unwrap();
+    }
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT kind FROM audit_events WHERE kind LIKE 'lone_%' ORDER BY kind")
+            .fetch_all(store.reader())
+            .await
+            .unwrap();
+    assert_eq!(stored, kinds, "each row exactly once");
+
+    // The table gone: every queued row fails, and says so.
+    let mut tx = store.begin_write().await.unwrap();
+    sqlx::query("ALTER TABLE audit_events RENAME TO audit_events_away")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let failed = append((0..5).map(|i| format!("lost_{i}")).collect()).await;
+    assert!(failed.iter().all(Result::is_err), "{failed:?}");
+    let mut tx = store.begin_write().await.unwrap();
+    sqlx::query("ALTER TABLE audit_events_away RENAME TO audit_events")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    for result in append(vec!["lone_after".into()]).await {
+        result.unwrap();
+    }
     app.stop().await;
 }
 
