@@ -64,10 +64,19 @@ async fn userinfo(
         }
     };
     let mut conn = state.store.read().await.map_err(unavailable)?;
-    if grants::is_jti_revoked(&mut conn, &claims.jti)
+    // One round trip for the account and the token's revocation; only a token about no
+    // account (a client's own) needs a second, to tell which error it gets.
+    let found = users::by_id_with_revoked_jti(&mut conn, &claims.sub, &claims.jti)
         .await
-        .map_err(unavailable)?
-    {
+        .map_err(unavailable)?;
+    let revoked = match &found {
+        Some((_, revoked)) => *revoked,
+        None => grants::is_jti_revoked(&mut conn, &claims.jti)
+            .await
+            .map_err(unavailable)?,
+    };
+    drop(conn);
+    if revoked {
         return Err(BearerError::InvalidToken("the access token was revoked"));
     }
     let scopes: Vec<&str> = claims.scope.split(' ').collect();
@@ -76,12 +85,9 @@ async fn userinfo(
             "the openid scope is required",
         ));
     }
-    let user = users::by_id(&mut conn, &claims.sub)
-        .await
-        .map_err(unavailable)?
-        .ok_or(BearerError::InvalidToken(
-            "the access token is not about a person",
-        ))?;
+    let (user, _) = found.ok_or(BearerError::InvalidToken(
+        "the access token is not about a person",
+    ))?;
     Ok(UserInfo {
         sub: user.id.clone(),
         claims: UserClaims::for_scopes(&user, &scopes),

@@ -76,6 +76,30 @@ pub async fn by_id(conn: &mut AnyConnection, id: &str) -> Result<Option<UserRow>
         .await
 }
 
+/// The account `id` and whether the access token `jti` is revoked, in one round trip (for
+/// userinfo, which needs both on every call). `None` when there is no such account.
+pub async fn by_id_with_revoked_jti(
+    conn: &mut AnyConnection,
+    id: &str,
+    jti: &str,
+) -> Result<Option<(UserRow, bool)>, sqlx::Error> {
+    #[derive(FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        user: UserRow,
+        revoked: i64,
+    }
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS}, (SELECT COUNT(*) FROM revoked_jti WHERE jti = $2) AS revoked \
+         FROM users WHERE id = $1"
+    ))
+    .bind(id)
+    .bind(jti)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| (r.user, r.revoked != 0)))
+}
+
 /// The account an authorization code (`table` "auth_codes", `key` "code_hash") or a refresh
 /// token ("refresh_tokens", "token_hash") belongs to, read on a reader connection before the
 /// grant's write transaction, so SQLite's one writer does only writes. `table` and `key` are

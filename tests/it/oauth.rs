@@ -1059,6 +1059,25 @@ async fn client_credentials_for_services(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(userinfo.status(), 403);
+    // Once revoked, it is refused as revoked (401), before its scope is looked at.
+    let (status, _) = app
+        .backchannel(
+            "/revoke",
+            &service,
+            &[("token", token["access_token"].as_str().unwrap())],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let userinfo = app
+        .client
+        .get(app.url("/userinfo"))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(userinfo.status(), 401);
+    let challenge = userinfo.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains("invalid_token"), "{challenge}");
 }
 
 async fn revocation_and_introspection(backend: Backend) {
