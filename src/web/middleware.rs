@@ -3,17 +3,16 @@
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
-use axum::http::header::X_CONTENT_TYPE_OPTIONS;
-use axum::http::{HeaderValue, StatusCode};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::http::header::{ACCEPT, X_CONTENT_TYPE_OPTIONS};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -21,7 +20,7 @@ use crate::error::{self, REQUEST_ID};
 
 /// Wraps `router` in the stack every request passes through, outermost first: request id,
 /// trace span, request id echoed on the response, panic → 500, metrics, page headers on any
-/// HTML that lacks them, timeout → 503, body size limit, `nosniff`.
+/// HTML that lacks them, `nosniff`, timeout → 503, body size limit.
 pub fn apply<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
     timeout: Duration,
@@ -44,16 +43,37 @@ pub fn apply<S: Clone + Send + Sync + 'static>(
             }))
             .layer(axum::middleware::from_fn(observe))
             .layer(axum::middleware::from_fn(crate::web::pages::guard_html))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::SERVICE_UNAVAILABLE,
-                timeout,
-            ))
-            .layer(RequestBodyLimitLayer::new(body_limit))
+            // Outside the deadline and the body limit, so their own answers carry it too.
             .layer(SetResponseHeaderLayer::if_not_present(
                 X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
-            )),
+            ))
+            .layer(axum::middleware::from_fn_with_state(timeout, deadline))
+            .layer(RequestBodyLimitLayer::new(body_limit)),
     )
+}
+
+/// `http.request_timeout`: a request not answered in time (a body that stops arriving, a
+/// database that stops answering) is dropped and gets a 503 with `Retry-After`: an error
+/// page for a browser (its `Accept` names HTML), the OAuth `temporarily_unavailable` JSON
+/// for anything else. Outside it, the page headers and the request id are still added.
+async fn deadline(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+    let browser = request
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(?timeout, "request not answered in time");
+            if browser {
+                crate::web::pages::PageError::TimedOut.into_response()
+            } else {
+                error::unavailable()
+            }
+        }
+    }
 }
 
 /// One span per request, keyed on the route template (never the query string, which may hold

@@ -102,6 +102,8 @@ pub enum PageError {
     Forbidden(String),
     Throttled(Duration),
     Unavailable,
+    /// Not answered within `http.request_timeout`.
+    TimedOut,
     Internal,
 }
 
@@ -166,6 +168,11 @@ impl IntoResponse for PageError {
                 "Temporarily unavailable",
                 "We can't reach our database right now. Please try again in a moment.",
             ),
+            Self::TimedOut => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Temporarily unavailable",
+                "This took too long to answer. Please try again in a moment.",
+            ),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Something went wrong",
@@ -186,7 +193,7 @@ impl IntoResponse for PageError {
                     response.headers_mut().insert(RETRY_AFTER, v);
                 }
             }
-            Self::Unavailable => {
+            Self::Unavailable | Self::TimedOut => {
                 response
                     .headers_mut()
                     .insert(RETRY_AFTER, HeaderValue::from_static("5"));

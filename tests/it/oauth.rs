@@ -1839,3 +1839,63 @@ async fn oversized_and_slow_request_heads_are_cut_off() {
     assert_eq!(app.get("/healthz").await.status(), 200);
     app.stop().await;
 }
+
+/// A request whose body never finishes arriving holds no handler past `http.request_timeout`:
+/// it is answered 503 with `Retry-After`, in OAuth's shape for a client and as a page for a
+/// browser, and the server goes on serving everyone else.
+#[tokio::test]
+async fn a_body_that_never_arrives_is_answered_503_after_the_request_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TestDb::new(&Backend::Sqlite).await;
+    let mut config = test_config(&db.url);
+    config.http.request_timeout = Duration::from_secs(1);
+    let app = TestApp::start_with(config, "").await;
+    let addr = app.issuer.trim_start_matches("http://").to_owned();
+    // (path, Accept, what the answer must hold)
+    let cases = [
+        (
+            "/token",
+            "application/json",
+            "\"error\":\"temporarily_unavailable\"",
+        ),
+        ("/login", "text/html,application/xhtml+xml", "took too long"),
+    ];
+    for (path, accept, says) in cases {
+        let started = std::time::Instant::now();
+        let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        // The head promises 100 bytes; 11 come, then nothing.
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n\
+             grant_type="
+        );
+        slow.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer))
+            .await
+            .expect("a stalled body is answered")
+            .unwrap();
+        let waited = started.elapsed();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert!(
+            answer.starts_with("HTTP/1.1 503 Service Unavailable"),
+            "{path}: {answer}"
+        );
+        let head = answer.to_lowercase();
+        assert!(head.contains("retry-after: 5"), "{path}: {answer}");
+        assert!(
+            head.contains("x-content-type-options: nosniff"),
+            "{path}: {answer}"
+        );
+        assert!(answer.contains(says), "{path}: {answer}");
+        if accept.starts_with("text/html") {
+            assert!(head.contains("content-security-policy"), "{answer}");
+        }
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+            "{path} answered after {waited:?}"
+        );
+    }
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    app.stop().await;
+}
