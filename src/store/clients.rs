@@ -115,21 +115,11 @@ pub async fn by_id_with_revoked_jti(
     id: &str,
     jti: &str,
 ) -> Result<Option<(Client, bool)>, sqlx::Error> {
-    #[derive(FromRow)]
-    struct Row {
-        #[sqlx(flatten)]
-        client: ClientRow,
-        revoked: i64,
-    }
-    let row: Option<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS}, (SELECT COUNT(*) FROM revoked_jti WHERE jti = $2) AS revoked \
-         FROM clients WHERE id = $1"
-    ))
-    .bind(id)
-    .bind(jti)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|r| (Client::from(r.client), r.revoked != 0)))
+    let found =
+        super::grants::by_id_with_revoked_jti::<ClientRow>(conn, "clients", COLUMNS, id, jti);
+    Ok(found
+        .await?
+        .map(|(row, revoked)| (Client::from(row), revoked)))
 }
 
 pub async fn list(conn: &mut AnyConnection) -> Result<Vec<Client>, sqlx::Error> {

@@ -1,6 +1,7 @@
 //! Consents, authorization codes, refresh-token families and revoked access tokens.
 
-use sqlx::{AnyConnection, FromRow};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, FromRow, Row};
 
 // ----- consents -------------------------------------------------------------------------
 
@@ -397,4 +398,39 @@ pub async fn is_jti_revoked(conn: &mut AnyConnection, jti: &str) -> Result<bool,
             .fetch_optional(conn)
             .await?;
     Ok(found.is_some())
+}
+
+/// A row read together with whether an access token's `jti` is revoked.
+struct WithRevoked<R>(R, bool);
+
+impl<'r, R: FromRow<'r, AnyRow>> FromRow<'r, AnyRow> for WithRevoked<R> {
+    fn from_row(row: &'r AnyRow) -> Result<Self, sqlx::Error> {
+        let revoked: i64 = row.try_get("revoked")?;
+        Ok(Self(R::from_row(row)?, revoked != 0))
+    }
+}
+
+/// The row of `table` (its `columns`) whose `id` is `id`, and whether the access token `jti`
+/// is revoked, in one round trip: for the endpoints that need both on every call and answer
+/// from a database across the network (introspection: the client; userinfo: the account).
+/// `None` when there is no such row. `table` and `columns` are the store's constants.
+pub(super) async fn by_id_with_revoked_jti<R>(
+    conn: &mut AnyConnection,
+    table: &'static str,
+    columns: &str,
+    id: &str,
+    jti: &str,
+) -> Result<Option<(R, bool)>, sqlx::Error>
+where
+    R: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
+{
+    let row: Option<WithRevoked<R>> = sqlx::query_as(&format!(
+        "SELECT {columns}, (SELECT COUNT(*) FROM revoked_jti WHERE jti = $2) AS revoked \
+         FROM {table} WHERE id = $1"
+    ))
+    .bind(id)
+    .bind(jti)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|WithRevoked(row, revoked)| (row, revoked)))
 }

@@ -83,21 +83,7 @@ pub async fn by_id_with_revoked_jti(
     id: &str,
     jti: &str,
 ) -> Result<Option<(UserRow, bool)>, sqlx::Error> {
-    #[derive(FromRow)]
-    struct Row {
-        #[sqlx(flatten)]
-        user: UserRow,
-        revoked: i64,
-    }
-    let row: Option<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS}, (SELECT COUNT(*) FROM revoked_jti WHERE jti = $2) AS revoked \
-         FROM users WHERE id = $1"
-    ))
-    .bind(id)
-    .bind(jti)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|r| (r.user, r.revoked != 0)))
+    super::grants::by_id_with_revoked_jti(conn, "users", COLUMNS, id, jti).await
 }
 
 /// The account an authorization code (`table` "auth_codes", `key` "code_hash") or a refresh
