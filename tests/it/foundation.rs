@@ -954,20 +954,18 @@ async fn lone_audit_rows_are_all_written_and_each_hears_of_a_failure(backend: Ba
     assert_eq!(stored, kinds, "each row exactly once");
 
     // The table gone: every queued row fails, and says so.
-    let mut tx = store.begin_write().await.unwrap();
-    sqlx::query("ALTER TABLE audit_events RENAME TO audit_events_away")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let rename = |from: &str, to: &str| {
+        let (store, sql) = (store.clone(), format!("ALTER TABLE {from} RENAME TO {to}"));
+        async move {
+            let mut tx = store.begin_write().await.unwrap();
+            sqlx::query(&sql).execute(&mut *tx).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    rename("audit_events", "audit_events_away").await;
     let failed = append((0..5).map(|i| format!("lost_{i}")).collect()).await;
     assert!(failed.iter().all(Result::is_err), "{failed:?}");
-    let mut tx = store.begin_write().await.unwrap();
-    sqlx::query("ALTER TABLE audit_events_away RENAME TO audit_events")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    rename("audit_events_away", "audit_events").await;
     for result in append(vec!["lone_after".into()]).await {
         result.unwrap();
     }

@@ -198,6 +198,12 @@ impl TestApp {
         self.client.get(self.url(path)).send().await.unwrap()
     }
 
+    /// `GET /userinfo` with `token` as the bearer.
+    pub async fn userinfo(&self, token: &str) -> reqwest::Response {
+        let request = self.client.get(self.url("/userinfo")).bearer_auth(token);
+        request.send().await.unwrap()
+    }
+
     /// Fetches the discovery document.
     pub async fn discovery(&self) -> serde_json::Value {
         let response = self.get("/.well-known/openid-configuration").await;

@@ -190,16 +190,7 @@ async fn code_flow_issues_tokens_a_relying_party_can_verify(backend: Backend) {
     assert!(at["jti"].is_string());
 
     // Userinfo, GET and POST.
-    let info: Value = app
-        .client
-        .get(app.url("/userinfo"))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = app.userinfo(access).await.json().await.unwrap();
     assert_eq!(info["sub"], user_id.as_str());
     assert_eq!(info["email"], "alice@example.com");
     let info: Value = app
@@ -826,13 +817,7 @@ async fn a_replayed_code_revokes_what_it_issued(backend: Backend) {
         (400, Some("invalid_grant")),
         "{body}"
     );
-    let userinfo = app
-        .client
-        .get(app.url("/userinfo"))
-        .bearer_auth(first["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let userinfo = app.userinfo(first["access_token"].as_str().unwrap()).await;
     assert_eq!(userinfo.status(), 401);
     let (_, introspected) = app
         .backchannel(
@@ -925,13 +910,7 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family(backend: Backend) {
         (400, Some("invalid_grant")),
         "the family was not revoked"
     );
-    let userinfo = app
-        .client
-        .get(app.url("/userinfo"))
-        .bearer_auth(third["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let userinfo = app.userinfo(third["access_token"].as_str().unwrap()).await;
     assert_eq!(
         userinfo.status(),
         401,
@@ -1051,13 +1030,7 @@ async fn client_credentials_for_services(backend: Backend) {
     let (_, token, _) = app
         .token(&service, &[("grant_type", "client_credentials")])
         .await;
-    let userinfo = app
-        .client
-        .get(app.url("/userinfo"))
-        .bearer_auth(token["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let userinfo = app.userinfo(token["access_token"].as_str().unwrap()).await;
     assert_eq!(userinfo.status(), 403);
     // Once revoked, it is refused as revoked (401), before its scope is looked at.
     let (status, _) = app
@@ -1068,13 +1041,7 @@ async fn client_credentials_for_services(backend: Backend) {
         )
         .await;
     assert_eq!(status, 200);
-    let userinfo = app
-        .client
-        .get(app.url("/userinfo"))
-        .bearer_auth(token["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let userinfo = app.userinfo(token["access_token"].as_str().unwrap()).await;
     assert_eq!(userinfo.status(), 401);
     let challenge = userinfo.headers()["www-authenticate"].to_str().unwrap();
     assert!(challenge.contains("invalid_token"), "{challenge}");
@@ -1171,16 +1138,7 @@ async fn revocation_and_introspection(backend: Backend) {
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(
-        app.client
-            .get(app.url("/userinfo"))
-            .bearer_auth(access)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(app.userinfo(access).await.status(), 401);
     assert_eq!(
         app.backchannel("/introspect", &client, &[("token", access)])
             .await
@@ -1220,13 +1178,7 @@ async fn revocation_and_introspection(backend: Backend) {
         bare.headers()["www-authenticate"],
         "Bearer realm=\"tessera\""
     );
-    let bad = app
-        .client
-        .get(app.url("/userinfo"))
-        .bearer_auth("not.a.jwt")
-        .send()
-        .await
-        .unwrap();
+    let bad = app.userinfo("not.a.jwt").await;
     assert_eq!(bad.status(), 401);
     assert!(
         bad.headers()["www-authenticate"]
@@ -1234,13 +1186,7 @@ async fn revocation_and_introspection(backend: Backend) {
             .unwrap()
             .contains("error=\"invalid_token\"")
     );
-    let id_token_as_access = app
-        .client
-        .get(app.url("/userinfo"))
-        .bearer_auth(issued["id_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let id_token_as_access = app.userinfo(issued["id_token"].as_str().unwrap()).await;
     assert_eq!(
         id_token_as_access.status(),
         401,
