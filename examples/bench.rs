@@ -196,8 +196,8 @@ async fn load(a: &Args) {
                         }
                     }
                     "login" => {
-                        // A fresh session each time, as a new visitor: GET the form (its
-                        // session cookie and CSRF token), then POST the password.
+                        // A new visitor each time: GET the form (its CSRF token, and the
+                        // cookie that token rides in), then POST the password.
                         let (user, password) = login
                             .as_deref()
                             .and_then(|l| l.split_once(':'))

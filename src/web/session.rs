@@ -140,17 +140,27 @@ pub fn layer(config: &Config, store: Store) -> SessionManagerLayer<DbSessionStor
     let idle = time::Duration::seconds(
         i64::try_from(config.sessions.idle_timeout.as_secs()).unwrap_or(i64::MAX),
     );
-    let path = match config.base_path() {
-        p if p.is_empty() => "/".to_owned(),
-        p => p,
-    };
     SessionManagerLayer::new(DbSessionStore::new(store))
         .with_name(config.sessions.cookie_name.clone())
         .with_http_only(true)
         .with_same_site(SameSite::Lax)
         .with_secure(config.is_https())
-        .with_path(path)
+        .with_path(cookie_path(config))
         .with_expiry(Expiry::OnInactivity(idle))
+}
+
+/// The path both cookies are scoped to: the issuer's.
+fn cookie_path(config: &Config) -> String {
+    match config.base_path() {
+        p if p.is_empty() => "/".to_owned(),
+        p => p,
+    }
+}
+
+/// The name of the cookie that carries a visitor's CSRF token before there is a session: the
+/// session cookie's name with `_csrf` appended.
+pub fn csrf_cookie_name(config: &Config) -> String {
+    format!("{}_csrf", config.sessions.cookie_name)
 }
 
 /// Who is signed in, and how.
@@ -226,9 +236,32 @@ pub fn client_ip(peer: Option<IpAddr>, forwarded: &[&str], hops: usize) -> Optio
 }
 
 /// The typed view of the browser session that page handlers use.
+///
+/// CSRF tokens come from one of two places. A session that holds anything (a sign-in, a
+/// pending authorization request, a message for the next page) keeps its token in the
+/// session, and a sign-in gets a fresh one. A visitor without a session gets a *double-submit*
+/// token instead: a random value in a cookie of its own (HttpOnly, SameSite=Lax, Secure for an
+/// https issuer), which the form must repeat. So showing a sign-in, registration or
+/// password-reset form writes nothing to the database: before, every anonymous `GET /login`
+/// stored a session row for its token, kept for `sessions.idle_timeout` (12 hours), and one
+/// client could add thousands a second. A cross-site page can neither read that cookie nor set
+/// it, and a browser does not send it with a cross-site `POST`, so a forged form fails as it
+/// did against the session's token.
 pub struct WebSession {
     session: Session,
     absolute: Duration,
+    /// The request's cookies (from the session layer's cookie manager; a response cookie added
+    /// here is sent with the response).
+    cookies: Option<tower_cookies::Cookies>,
+    csrf_cookie: CsrfCookie,
+}
+
+/// The double-submit cookie's name and attributes.
+#[derive(Debug, Clone)]
+struct CsrfCookie {
+    name: String,
+    path: String,
+    secure: bool,
 }
 
 impl<S> FromRequestParts<S> for WebSession
@@ -246,6 +279,12 @@ where
         Ok(Self {
             session,
             absolute: state.config.sessions.absolute_timeout,
+            cookies: parts.extensions.get::<tower_cookies::Cookies>().cloned(),
+            csrf_cookie: CsrfCookie {
+                name: csrf_cookie_name(&state.config),
+                path: cookie_path(&state.config),
+                secure: state.config.is_https(),
+            },
         })
     }
 }
@@ -353,7 +392,8 @@ impl WebSession {
         self.session.id().map(|id| stored_id(&id))
     }
 
-    /// This session's CSRF token, created on first use.
+    /// The CSRF token for a form: the session's, created on first use for a signed-in
+    /// session; for a visitor without one, the double-submit cookie's (see [`WebSession`]).
     pub async fn csrf_token(&self) -> Result<String, PageError> {
         if let Some(token) = self
             .session
@@ -363,6 +403,9 @@ impl WebSession {
         {
             return Ok(token);
         }
+        if !self.has_user().await? {
+            return self.cookie_csrf_token();
+        }
         let token = random_token();
         self.session
             .insert(CSRF, &token)
@@ -371,15 +414,74 @@ impl WebSession {
         Ok(token)
     }
 
-    /// Refuses a form whose `csrf_token` is not this session's (403).
+    /// Refuses a form whose `csrf_token` is not the one [`WebSession::csrf_token`] gave this
+    /// browser (403): the session's when it holds one, else, for a visitor who is not signed
+    /// in, the double-submit cookie's. A signed-in session never accepts the cookie's.
     pub async fn verify_csrf(&self, submitted: &str) -> Result<(), PageError> {
-        let expected: Option<String> = self.session.get(CSRF).await.map_err(session_error)?;
+        let expected = match self
+            .session
+            .get::<String>(CSRF)
+            .await
+            .map_err(session_error)?
+        {
+            Some(token) => Some(token),
+            None if !self.has_user().await? => self.cookie_value(),
+            None => None,
+        };
         match expected {
             Some(expected) if !submitted.is_empty() && constant_time_eq(&expected, submitted) => {
                 Ok(())
             }
             _ => Err(PageError::Csrf),
         }
+    }
+
+    async fn has_user(&self) -> Result<bool, PageError> {
+        Ok(self
+            .session
+            .get::<String>(USER_ID)
+            .await
+            .map_err(session_error)?
+            .is_some())
+    }
+
+    /// The double-submit cookie's value, if the request carried one of the right shape (or
+    /// this response already set one).
+    fn cookie_value(&self) -> Option<String> {
+        let value = self
+            .cookies
+            .as_ref()?
+            .get(&self.csrf_cookie.name)?
+            .value()
+            .to_owned();
+        let well_formed = value.len() == random_token().len()
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        well_formed.then_some(value)
+    }
+
+    /// The token of a visitor without a session: the cookie's, or a new one set with this
+    /// response (a browser-session cookie, gone when the browser closes).
+    fn cookie_csrf_token(&self) -> Result<String, PageError> {
+        if let Some(token) = self.cookie_value() {
+            return Ok(token);
+        }
+        let cookies = self
+            .cookies
+            .as_ref()
+            .ok_or_else(|| PageError::internal("cookie layer missing"))?;
+        let token = random_token();
+        let CsrfCookie { name, path, secure } = self.csrf_cookie.clone();
+        cookies.add(
+            tower_sessions::cookie::Cookie::build((name, token.clone()))
+                .path(path)
+                .http_only(true)
+                .same_site(SameSite::Lax)
+                .secure(secure)
+                .build(),
+        );
+        Ok(token)
     }
 
     /// Keeps a value in the session (e.g. a pending authorization request).

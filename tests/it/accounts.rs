@@ -11,6 +11,7 @@ on_both_databases!(
     register_verify_sign_out_and_sign_in,
     registration_refuses_duplicates_weak_passwords_and_bad_input,
     forms_without_the_right_csrf_token_are_refused,
+    a_visitor_gets_forms_without_a_session_being_stored,
     unknown_user_and_wrong_password_look_the_same,
     sign_in_throttling_kicks_in_and_lifts,
     password_reset_link_is_single_use_and_ends_every_session,
@@ -42,7 +43,7 @@ async fn register_verify_sign_out_and_sign_in(backend: Backend) {
     let cookie = form
         .headers
         .get("set-cookie")
-        .expect("a session cookie")
+        .expect("the CSRF token's cookie")
         .to_str()
         .unwrap()
         .to_owned();
@@ -60,14 +61,18 @@ async fn register_verify_sign_out_and_sign_in(backend: Backend) {
         .await;
     assert_eq!(done.status, 303, "{}", done.body);
     assert_eq!(done.location(), "/account");
-    // Signing in (registration signs in) gives a new session id.
+    // Registration signs in: the session starts here, with a cookie of its own.
     let after = done
         .headers
         .get("set-cookie")
-        .expect("session id rotated")
+        .expect("a session cookie")
         .to_str()
         .unwrap();
-    assert_ne!(after.split(';').next(), cookie.split(';').next());
+    assert!(after.starts_with("tessera_session="), "{after}");
+    assert!(
+        after.contains("HttpOnly") && after.contains("SameSite=Lax"),
+        "{after}"
+    );
 
     let account = browser.get("/account").await;
     assert_eq!(account.status, 200);
@@ -268,6 +273,26 @@ async fn forms_without_the_right_csrf_token_are_refused(backend: Backend) {
             .status,
         403
     );
+    // The page's token without the cookie it was set in (a client with no cookies).
+    let token = browser.get("/login").await.csrf();
+    let bare = reqwest::Client::new()
+        .post(app.url("/login"))
+        .form(&[("username", "x"), ("password", "y"), ("csrf_token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 403);
+    // A cookie of the attacker's choosing, repeated in the form: refused unless it has the
+    // shape of a token Tessera makes (and then it is only as good as the attacker's own
+    // browser, which could set it only with control of the site's cookies).
+    let planted = reqwest::Client::new()
+        .post(app.url("/login"))
+        .header("cookie", "tessera_session_csrf=x")
+        .form(&[("username", "x"), ("password", "y"), ("csrf_token", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(planted.status(), 403);
     assert_eq!(
         browser
             .post("/forgot-password", &[("email", "x@example.com")])
@@ -292,6 +317,99 @@ async fn forms_without_the_right_csrf_token_are_refused(backend: Backend) {
             .unwrap()
             .starts_with("text/html")
     );
+    app.stop().await;
+}
+
+/// Showing a form to a visitor stores nothing: its CSRF token rides in a cookie of its own
+/// (double submit) until there is a session to keep it in. Before, every anonymous `GET
+/// /login` stored a session row, kept 12 hours: one client could add thousands a second.
+async fn a_visitor_gets_forms_without_a_session_being_stored(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let app = TestApp::start(&db).await;
+    let sessions = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM sessions")
+            .fetch_one(app.state.store.reader())
+            .await
+            .unwrap()
+    };
+    app.browser()
+        .register("frank", "frank@example.com", PASSWORD)
+        .await;
+    let before = sessions().await;
+    for path in ["/login", "/register", "/forgot-password"] {
+        for _ in 0..20 {
+            assert_eq!(app.browser().get(path).await.status, 200);
+        }
+    }
+    assert_eq!(sessions().await, before, "anonymous forms stored sessions");
+
+    let browser = app.browser();
+    let form = browser.get("/login").await;
+    let set: Vec<&str> = form
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(set.len(), 1, "one cookie, the token's: {set:?}");
+    let cookie = set[0];
+    assert!(
+        cookie.starts_with("tessera_session_csrf=")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax")
+            && cookie.contains("Path=/"),
+        "{cookie}"
+    );
+    let token = form.csrf();
+    assert!(cookie.starts_with(&format!("tessera_session_csrf={token};")));
+    // The same browser keeps its token from page to page.
+    assert_eq!(browser.get("/register").await.csrf(), token);
+    assert!(
+        browser
+            .get("/login")
+            .await
+            .headers
+            .get("set-cookie")
+            .is_none()
+    );
+
+    let signed = browser
+        .post(
+            "/login",
+            &[
+                ("username", "frank"),
+                ("password", PASSWORD),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    assert!(
+        signed.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("tessera_session=")
+    );
+    assert_eq!(sessions().await, before + 1);
+    // Signed in, forms carry the session's token; the cookie's no longer counts.
+    let account = browser.get("/account").await.csrf();
+    assert_ne!(account, token);
+    assert_eq!(
+        browser
+            .post("/logout", &[("csrf_token", &token)])
+            .await
+            .status,
+        403
+    );
+    assert!(browser.signed_in().await);
+    assert_eq!(
+        browser
+            .post("/logout", &[("csrf_token", &account)])
+            .await
+            .status,
+        303
+    );
+    assert!(!browser.signed_in().await);
     app.stop().await;
 }
 
@@ -968,7 +1086,8 @@ async fn unknown_paths_answer_browsers_with_a_page() {
     app.stop().await;
 }
 
-/// With an https issuer the session cookie is Secure (TLS is terminated in front of Tessera).
+/// With an https issuer both cookies, the visitor's CSRF token's and the session's, are
+/// Secure (TLS is terminated in front of Tessera).
 #[tokio::test]
 async fn session_cookies_are_secure_under_an_https_issuer() {
     let db = TestDb::new(&Backend::Sqlite).await;
@@ -992,6 +1111,31 @@ async fn session_cookies_are_secure_under_an_https_issuer() {
     assert!(
         cookie.contains("Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
         "{cookie}"
+    );
+    let token = crate::helpers::csrf_in(&response.text().await.unwrap()).unwrap();
+    let registered = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("http://{addr}/register"))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .form(&[
+            ("username", "grace"),
+            ("email", "grace@example.com"),
+            ("password", PASSWORD),
+            ("csrf_token", &token),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 303);
+    let session = registered.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        session.starts_with("tessera_session=")
+            && session.contains("Secure")
+            && session.contains("HttpOnly")
+            && session.contains("SameSite=Lax"),
+        "{session}"
     );
     stop.cancel();
     task.await.unwrap().unwrap();
