@@ -348,7 +348,18 @@ impl WebSession {
         idp: Option<&str>,
         client: &ClientInfo,
     ) -> Result<(), PageError> {
-        self.session.cycle_id().await.map_err(session_error)?;
+        // A stored session gets a new id, so an id fixed beforehand is worthless. The read
+        // loads the record first: after it, `id()` is none unless the store holds the session
+        // (an unknown cookie's id is dropped then), and a session that was never stored, a
+        // visitor's, is created under a fresh random id anyway; cycling it would only add a
+        // write that deletes nothing.
+        self.session
+            .get::<String>(USER_ID)
+            .await
+            .map_err(session_error)?;
+        if self.session.id().is_some() {
+            self.session.cycle_id().await.map_err(session_error)?;
+        }
         self.session
             .insert(USER_ID, user_id)
             .await

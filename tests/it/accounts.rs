@@ -12,6 +12,7 @@ on_both_databases!(
     registration_refuses_duplicates_weak_passwords_and_bad_input,
     forms_without_the_right_csrf_token_are_refused,
     a_visitor_gets_forms_without_a_session_being_stored,
+    a_sign_in_never_keeps_a_session_id_from_before_it,
     unknown_user_and_wrong_password_look_the_same,
     sign_in_throttling_kicks_in_and_lifts,
     password_reset_link_is_single_use_and_ends_every_session,
@@ -411,6 +412,125 @@ async fn a_visitor_gets_forms_without_a_session_being_stored(backend: Backend) {
     );
     assert!(!browser.signed_in().await);
     app.stop().await;
+}
+
+/// Session fixation: whatever session id a browser had before signing in, planted or real,
+/// the signed-in session has another, and the old one signs nobody in.
+async fn a_sign_in_never_keeps_a_session_id_from_before_it(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let app = TestApp::start(&db).await;
+    app.browser()
+        .register("heidi", "heidi@example.com", PASSWORD)
+        .await;
+    let session_of = |page: &crate::helpers::Page| {
+        page.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|c| c.strip_prefix("tessera_session="))
+            .and_then(|c| c.split(';').next())
+            .map(str::to_owned)
+    };
+    let account_with = |session: String| {
+        let url = app.url("/account");
+        async move {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap()
+                .get(url)
+                .header("cookie", format!("tessera_session={session}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+
+    // A planted id the store never had: the sign-in makes its own.
+    let planted = "AAAAAAAAAAAAAAAAAAAAAA";
+    let form = app.browser().get("/login").await;
+    let csrf_cookie = form.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let signed = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(app.url("/login"))
+        .header(
+            "cookie",
+            format!("{csrf_cookie}; tessera_session={planted}"),
+        )
+        .form(&[
+            ("username", "heidi"),
+            ("password", PASSWORD),
+            ("csrf_token", &form.csrf()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 303);
+    let page = crate::helpers::Page {
+        status: 303,
+        headers: signed.headers().clone(),
+        body: String::new(),
+    };
+    let fresh = session_of(&page).expect("a session cookie");
+    assert_ne!(fresh, planted);
+    assert_eq!(account_with(fresh).await, 200);
+    assert_eq!(account_with(planted.to_owned()).await, 303);
+
+    // A stored session from before (an authorization request waiting for the sign-in): the
+    // sign-in moves it to a new id and the old id is gone.
+    let client = app
+        .client(false, &["authorization_code"], &["openid"])
+        .await;
+    let browser = app.browser();
+    let (_verifier, challenge) = crate::helpers::pkce();
+    let waiting = browser
+        .get(&format!(
+            "/authorize?response_type=code&client_id={}&redirect_uri={}&scope=openid&state=s&code_challenge={challenge}&code_challenge_method=S256",
+            client.id,
+            urlencode(&client.redirect_uri)
+        ))
+        .await;
+    assert!(
+        matches!(waiting.status, 302 | 303),
+        "{}: {}",
+        waiting.status,
+        waiting.body
+    );
+    let before = session_of(&waiting).expect("the waiting request's session");
+    let login = waiting.location();
+    let return_to = crate::helpers::query_of(&format!("http://x{login}"))["return_to"].clone();
+    let token = browser.get(&login).await.csrf();
+    let signed = browser
+        .post(
+            "/login",
+            &[
+                ("username", "heidi"),
+                ("password", PASSWORD),
+                ("return_to", &return_to),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    let after = session_of(&signed).expect("a new session cookie");
+    assert_ne!(after, before);
+    assert_eq!(account_with(after).await, 200);
+    assert_eq!(account_with(before).await, 303);
+    app.stop().await;
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 async fn unknown_user_and_wrong_password_look_the_same(backend: Backend) {
