@@ -242,10 +242,12 @@ async fn rotation_prepublishes_then_signs_and_retires_after_tokens_expire(backen
     app.stop().await;
 
     // With no pre-publication the new key signs at once; the old stays published while tokens
-    // it signed can still be valid, and is dropped after.
+    // it signed can still be valid, and is dropped after. Timestamps are whole seconds, so a
+    // 1 s lifetime could end a few milliseconds after the rotation (it did, under CI load);
+    // 3 s leaves at least 2 s to look.
     let mut config = test_config(&db.url);
-    config.tokens.id_token_ttl = Duration::from_secs(1);
-    config.tokens.access_token_ttl = Duration::from_secs(1);
+    config.tokens.id_token_ttl = Duration::from_secs(3);
+    config.tokens.access_token_ttl = Duration::from_secs(3);
     config.keys.grace = Duration::ZERO;
     config.keys.prepublish = Duration::ZERO;
     let app = TestApp::start_with(config, "").await;
@@ -268,8 +270,8 @@ async fn rotation_prepublishes_then_signs_and_retires_after_tokens_expire(backen
     );
     verify_with_jwks(&new_token, &app.jwks().await, &app.issuer);
 
-    // 1 s token lifetime, no grace: the retired keys leave the JWKS a couple of seconds later.
-    let gone = eventually(Duration::from_secs(6), || async {
+    // 3 s token lifetime, no grace: the retired keys leave the JWKS a few seconds later.
+    let gone = eventually(Duration::from_secs(10), || async {
         app.jwks_kids().await == [active.kid.clone()]
     })
     .await;
