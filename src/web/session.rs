@@ -237,11 +237,12 @@ pub fn client_ip(peer: Option<IpAddr>, forwarded: &[&str], hops: usize) -> Optio
 
 /// The typed view of the browser session that page handlers use.
 ///
-/// CSRF tokens come from one of two places. A session that holds anything (a sign-in, a
-/// pending authorization request, a message for the next page) keeps its token in the
-/// session, and a sign-in gets a fresh one. A visitor without a session gets a *double-submit*
-/// token instead: a random value in a cookie of its own (HttpOnly, SameSite=Lax, Secure for an
-/// https issuer), which the form must repeat. So showing a sign-in, registration or
+/// CSRF tokens come from one of two places. A signed-in session keeps its token in the
+/// session (a sign-in draws a fresh one). Anyone not signed in gets a *double-submit* token
+/// instead, whether or not a session holds something for them (a pending authorization
+/// request, a message for the next page): a random value in a cookie of its own (HttpOnly,
+/// SameSite=Lax, Secure for an https issuer), which the form must repeat. (A session stored
+/// with a token before this scheme keeps using it.) So showing a sign-in, registration or
 /// password-reset form writes nothing to the database: before, every anonymous `GET /login`
 /// stored a session row for its token, kept for `sessions.idle_timeout` (12 hours), and one
 /// client could add thousands a second. A cross-site page can neither read that cookie nor set
@@ -404,7 +405,7 @@ impl WebSession {
     }
 
     /// The CSRF token for a form: the session's, created on first use for a signed-in
-    /// session; for a visitor without one, the double-submit cookie's (see [`WebSession`]).
+    /// session; for anyone not signed in, the double-submit cookie's (see [`WebSession`]).
     pub async fn csrf_token(&self) -> Result<String, PageError> {
         if let Some(token) = self
             .session
