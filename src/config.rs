@@ -231,6 +231,11 @@ pub struct SessionsConfig {
     /// A sign-in lasts at most this long, however active.
     #[serde(with = "duration")]
     pub absolute_timeout: Duration,
+    /// A session nobody is signed in to (an authorization request waiting for a sign-in, a
+    /// sign-in with an upstream provider under way, a message for the next page) is kept at
+    /// most this long after it was last written.
+    #[serde(with = "duration")]
+    pub visitor_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -295,6 +300,7 @@ impl Default for SessionsConfig {
             cookie_name: "tessera_session".into(),
             idle_timeout: Duration::from_secs(12 * 3600),
             absolute_timeout: Duration::from_secs(7 * 86_400),
+            visitor_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -837,7 +843,10 @@ impl Config {
                 "must be letters, digits, '_' or '-'",
             ));
         }
-        if self.sessions.idle_timeout.is_zero() || self.sessions.absolute_timeout.is_zero() {
+        if self.sessions.idle_timeout.is_zero()
+            || self.sessions.absolute_timeout.is_zero()
+            || self.sessions.visitor_timeout.is_zero()
+        {
             return Err(ConfigError::new(
                 "sessions",
                 "timeouts must be greater than zero",

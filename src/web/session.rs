@@ -39,11 +39,17 @@ const FLASH: &str = "flash";
 #[derive(Debug, Clone)]
 pub struct DbSessionStore {
     store: Store,
+    /// `sessions.visitor_timeout` in seconds: the longest a session without a signed-in person
+    /// is kept after its last write.
+    visitor_ttl: i64,
 }
 
 impl DbSessionStore {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, visitor_timeout: Duration) -> Self {
+        Self {
+            store,
+            visitor_ttl: i64::try_from(visitor_timeout.as_secs()).unwrap_or(i64::MAX),
+        }
     }
 }
 
@@ -69,14 +75,26 @@ impl DbSessionStore {
         let data = serde_json::to_string(&record.data)
             .map_err(|e| session_store::Error::Encode(e.to_string()))?;
         let id = stored_id(&record.id);
+        let user_id = record.data.get(USER_ID).and_then(|v| v.as_str());
+        let now = store::now_unix();
+        // Nobody signed in: kept `sessions.visitor_timeout`, not `idle_timeout`. Anyone can
+        // make such a session (an authorization request that waits for a sign-in), so rows
+        // of abandoned ones must not pile up for half a day.
+        let expires_at = match user_id {
+            Some(_) => record.expiry_date.unix_timestamp(),
+            None => record
+                .expiry_date
+                .unix_timestamp()
+                .min(now.saturating_add(self.visitor_ttl)),
+        };
         let row = store::sessions::SaveSession {
             id: &id,
-            user_id: record.data.get(USER_ID).and_then(|v| v.as_str()),
+            user_id,
             data: &data,
-            expires_at: record.expiry_date.unix_timestamp(),
+            expires_at,
             user_agent: text(USER_AGENT),
             ip: text(IP),
-            now: store::now_unix(),
+            now,
         };
         let mut tx = self.store.begin_write().await.map_err(backend)?;
         let written = if new {
@@ -140,7 +158,7 @@ pub fn layer(config: &Config, store: Store) -> SessionManagerLayer<DbSessionStor
     let idle = time::Duration::seconds(
         i64::try_from(config.sessions.idle_timeout.as_secs()).unwrap_or(i64::MAX),
     );
-    SessionManagerLayer::new(DbSessionStore::new(store))
+    SessionManagerLayer::new(DbSessionStore::new(store, config.sessions.visitor_timeout))
         .with_name(config.sessions.cookie_name.clone())
         .with_http_only(true)
         .with_same_site(SameSite::Lax)

@@ -13,6 +13,7 @@ on_both_databases!(
     forms_without_the_right_csrf_token_are_refused,
     a_visitor_gets_forms_without_a_session_being_stored,
     a_sign_in_never_keeps_a_session_id_from_before_it,
+    a_session_nobody_is_signed_in_to_is_kept_an_hour,
     unknown_user_and_wrong_password_look_the_same,
     sign_in_throttling_kicks_in_and_lifts,
     password_reset_link_is_single_use_and_ends_every_session,
@@ -488,24 +489,8 @@ async fn a_sign_in_never_keeps_a_session_id_from_before_it(backend: Backend) {
 
     // A stored session from before (an authorization request waiting for the sign-in): the
     // sign-in moves it to a new id and the old id is gone.
-    let client = app
-        .client(false, &["authorization_code"], &["openid"])
-        .await;
     let browser = app.browser();
-    let (_verifier, challenge) = crate::helpers::pkce();
-    let waiting = browser
-        .get(&format!(
-            "/authorize?response_type=code&client_id={}&redirect_uri={}&scope=openid&state=s&code_challenge={challenge}&code_challenge_method=S256",
-            client.id,
-            urlencode(&client.redirect_uri)
-        ))
-        .await;
-    assert!(
-        matches!(waiting.status, 302 | 303),
-        "{}: {}",
-        waiting.status,
-        waiting.body
-    );
+    let waiting = wait_in_authorization(&app, &browser).await;
     let before = session_of(&waiting).expect("the waiting request's session");
     let login = waiting.location();
     let return_to = crate::helpers::query_of(&format!("http://x{login}"))["return_to"].clone();
@@ -529,8 +514,87 @@ async fn a_sign_in_never_keeps_a_session_id_from_before_it(backend: Backend) {
     app.stop().await;
 }
 
-fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+/// Starts an authorization request in `browser`, not signed in: Tessera keeps the request in
+/// a session and redirects to the sign-in page (the returned redirect).
+async fn wait_in_authorization(app: &TestApp, browser: &Browser) -> crate::helpers::Page {
+    let client = app
+        .client(false, &["authorization_code"], &["openid"])
+        .await;
+    let (_verifier, challenge) = crate::helpers::pkce();
+    let redirect_uri: String =
+        url::form_urlencoded::byte_serialize(client.redirect_uri.as_bytes()).collect();
+    let waiting = browser
+        .get(&format!(
+            "/authorize?response_type=code&client_id={}&redirect_uri={redirect_uri}&scope=openid&state=s&code_challenge={challenge}&code_challenge_method=S256",
+            client.id,
+        ))
+        .await;
+    assert!(
+        matches!(waiting.status, 302 | 303),
+        "{}: {}",
+        waiting.status,
+        waiting.body
+    );
+    waiting
+}
+
+/// Anyone can make a session by starting an authorization request; one nobody signs in to is
+/// kept `sessions.visitor_timeout` (1 h), not the 12 h of `idle_timeout`, and a sign-in gives
+/// the session the full idle timeout.
+async fn a_session_nobody_is_signed_in_to_is_kept_an_hour(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let app = TestApp::start(&db).await;
+    app.browser()
+        .register("ivan", "ivan@example.com", PASSWORD)
+        .await;
+    let lifetimes = || async {
+        sqlx::query_as::<_, (Option<String>, i64)>("SELECT user_id, expires_at FROM sessions")
+            .fetch_all(app.state.store.reader())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(user, expires)| (user.is_some(), expires - now()))
+            .collect::<Vec<_>>()
+    };
+    let before = lifetimes().await.len();
+    let browser = app.browser();
+    let waiting = wait_in_authorization(&app, &browser).await;
+    let visitor: Vec<_> = lifetimes()
+        .await
+        .into_iter()
+        .filter(|(user, _)| !user)
+        .collect();
+    assert_eq!(visitor.len(), 1, "{visitor:?}");
+    assert!((3590..=3600).contains(&visitor[0].1), "{visitor:?}");
+
+    let login = waiting.location();
+    let return_to = crate::helpers::query_of(&format!("http://x{login}"))["return_to"].clone();
+    let token = browser.get(&login).await.csrf();
+    let signed = browser
+        .post(
+            "/login",
+            &[
+                ("username", "ivan"),
+                ("password", PASSWORD),
+                ("return_to", &return_to),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    let all = lifetimes().await;
+    assert_eq!(
+        all.len(),
+        before + 1,
+        "the waiting session became the signed-in one: {all:?}"
+    );
+    assert!(all.iter().all(|(user, _)| *user), "{all:?}");
+    assert!(all.iter().all(|(_, left)| *left > 11 * 3600), "{all:?}");
+    app.stop().await;
+}
+
+fn now() -> i64 {
+    tessera::store::now_unix()
 }
 
 async fn unknown_user_and_wrong_password_look_the_same(backend: Backend) {
