@@ -492,19 +492,8 @@ async fn a_sign_in_never_keeps_a_session_id_from_before_it(backend: Backend) {
     let browser = app.browser();
     let waiting = wait_in_authorization(&app, &browser).await;
     let before = session_of(&waiting).expect("the waiting request's session");
-    let login = waiting.location();
-    let return_to = crate::helpers::query_of(&format!("http://x{login}"))["return_to"].clone();
-    let token = browser.get(&login).await.csrf();
     let signed = browser
-        .post(
-            "/login",
-            &[
-                ("username", "heidi"),
-                ("password", PASSWORD),
-                ("return_to", &return_to),
-                ("csrf_token", &token),
-            ],
-        )
+        .sign_in_at(&waiting.location(), "heidi", PASSWORD)
         .await;
     assert_eq!(signed.status, 303, "{}", signed.body);
     let after = session_of(&signed).expect("a new session cookie");
@@ -553,7 +542,7 @@ async fn a_session_nobody_is_signed_in_to_is_kept_an_hour(backend: Backend) {
             .await
             .unwrap()
             .into_iter()
-            .map(|(user, expires)| (user.is_some(), expires - now()))
+            .map(|(user, expires)| (user.is_some(), expires - tessera::store::now_unix()))
             .collect::<Vec<_>>()
     };
     let before = lifetimes().await.len();
@@ -567,19 +556,8 @@ async fn a_session_nobody_is_signed_in_to_is_kept_an_hour(backend: Backend) {
     assert_eq!(visitor.len(), 1, "{visitor:?}");
     assert!((3590..=3600).contains(&visitor[0].1), "{visitor:?}");
 
-    let login = waiting.location();
-    let return_to = crate::helpers::query_of(&format!("http://x{login}"))["return_to"].clone();
-    let token = browser.get(&login).await.csrf();
     let signed = browser
-        .post(
-            "/login",
-            &[
-                ("username", "ivan"),
-                ("password", PASSWORD),
-                ("return_to", &return_to),
-                ("csrf_token", &token),
-            ],
-        )
+        .sign_in_at(&waiting.location(), "ivan", PASSWORD)
         .await;
     assert_eq!(signed.status, 303, "{}", signed.body);
     let all = lifetimes().await;
@@ -591,10 +569,6 @@ async fn a_session_nobody_is_signed_in_to_is_kept_an_hour(backend: Backend) {
     assert!(all.iter().all(|(user, _)| *user), "{all:?}");
     assert!(all.iter().all(|(_, left)| *left > 11 * 3600), "{all:?}");
     app.stop().await;
-}
-
-fn now() -> i64 {
-    tessera::store::now_unix()
 }
 
 async fn unknown_user_and_wrong_password_look_the_same(backend: Backend) {

@@ -529,6 +529,26 @@ impl Browser {
         .await
     }
 
+    /// Signs in on the sign-in page a redirect sent this browser to (`/login?return_to=…`),
+    /// passing its `return_to` on as the form does.
+    pub async fn sign_in_at(&self, location: &str, login: &str, password: &str) -> Page {
+        let return_to = query_of(&format!("http://x{location}"))
+            .get("return_to")
+            .cloned()
+            .unwrap_or_default();
+        let token = self.get(location).await.csrf();
+        self.post(
+            "/login",
+            &[
+                ("username", login),
+                ("password", password),
+                ("return_to", &return_to),
+                ("csrf_token", &token),
+            ],
+        )
+        .await
+    }
+
     /// Whether this browser is signed in (the account page answers rather than redirecting).
     pub async fn signed_in(&self) -> bool {
         self.get("/account").await.status == 200
@@ -727,22 +747,7 @@ impl Browser {
             }
             if location.starts_with("/login") {
                 let (user, password) = login.expect("a sign-in was needed");
-                let return_to = query_of(&format!("http://x{location}"))
-                    .get("return_to")
-                    .cloned()
-                    .unwrap_or_default();
-                let token = self.get(&location).await.csrf();
-                page = self
-                    .post(
-                        "/login",
-                        &[
-                            ("username", user),
-                            ("password", password),
-                            ("return_to", &return_to),
-                            ("csrf_token", &token),
-                        ],
-                    )
-                    .await;
+                page = self.sign_in_at(&location, user, password).await;
                 continue;
             }
             page = self.get(&location).await;
