@@ -15,6 +15,13 @@ pub fn random_token() -> String {
     b64url(bytes)
 }
 
+/// Whether `s` has the shape of a [`random_token`]: 43 base64url characters.
+pub fn is_token_shaped(s: &str) -> bool {
+    s.len() == 43
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// How a token is stored: SHA-256, base64url. A database leak then reveals no usable token.
 pub fn token_hash(token: &str) -> String {
     b64url(sha256(token.as_bytes()))
@@ -23,4 +30,19 @@ pub fn token_hash(token: &str) -> String {
 /// Constant-time equality of two strings.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
     aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_tokens_have_the_token_shape() {
+        for _ in 0..100 {
+            assert!(is_token_shaped(&random_token()));
+        }
+        assert!(!is_token_shaped("x"));
+        assert!(!is_token_shaped(&"a".repeat(42)));
+        assert!(!is_token_shaped(&format!("{}=", "a".repeat(42))));
+    }
 }

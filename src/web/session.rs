@@ -8,6 +8,7 @@
 //! agent and IP are copied into indexed columns on every save.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,7 +22,7 @@ use tower_sessions::session_store::{self, SessionStore};
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 
 use crate::config::Config;
-use crate::crypto::secrets::{constant_time_eq, random_token, token_hash};
+use crate::crypto::secrets::{constant_time_eq, is_token_shaped, random_token, token_hash};
 use crate::state::AppState;
 use crate::store::{self, Store};
 use crate::web::pages::PageError;
@@ -268,19 +269,10 @@ pub fn client_ip(peer: Option<IpAddr>, forwarded: &[&str], hops: usize) -> Optio
 /// did against the session's token.
 pub struct WebSession {
     session: Session,
-    absolute: Duration,
+    config: Arc<Config>,
     /// The request's cookies (from the session layer's cookie manager; a response cookie added
     /// here is sent with the response).
     cookies: Option<tower_cookies::Cookies>,
-    csrf_cookie: CsrfCookie,
-}
-
-/// The double-submit cookie's name and attributes.
-#[derive(Debug, Clone)]
-struct CsrfCookie {
-    name: String,
-    path: String,
-    secure: bool,
 }
 
 impl<S> FromRequestParts<S> for WebSession
@@ -297,13 +289,8 @@ where
             .map_err(|_| PageError::internal("session layer missing"))?;
         Ok(Self {
             session,
-            absolute: state.config.sessions.absolute_timeout,
+            config: state.config.clone(),
             cookies: parts.extensions.get::<tower_cookies::Cookies>().cloned(),
-            csrf_cookie: CsrfCookie {
-                name: csrf_cookie_name(&state.config),
-                path: cookie_path(&state.config),
-                secure: state.config.is_https(),
-            },
         })
     }
 }
@@ -328,7 +315,8 @@ impl WebSession {
             .await
             .map_err(session_error)?
             .unwrap_or(0);
-        let absolute = i64::try_from(self.absolute.as_secs()).unwrap_or(i64::MAX);
+        let absolute =
+            i64::try_from(self.config.sessions.absolute_timeout.as_secs()).unwrap_or(i64::MAX);
         if store::now_unix().saturating_sub(auth_time) > absolute {
             self.session.flush().await.map_err(session_error)?;
             return Ok(None);
@@ -481,14 +469,10 @@ impl WebSession {
         let value = self
             .cookies
             .as_ref()?
-            .get(&self.csrf_cookie.name)?
+            .get(&csrf_cookie_name(&self.config))?
             .value()
             .to_owned();
-        let well_formed = value.len() == random_token().len()
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        well_formed.then_some(value)
+        is_token_shaped(&value).then_some(value)
     }
 
     /// The token of a visitor without a session: the cookie's, or a new one set with this
@@ -502,13 +486,12 @@ impl WebSession {
             .as_ref()
             .ok_or_else(|| PageError::internal("cookie layer missing"))?;
         let token = random_token();
-        let CsrfCookie { name, path, secure } = self.csrf_cookie.clone();
         cookies.add(
-            tower_sessions::cookie::Cookie::build((name, token.clone()))
-                .path(path)
+            tower_sessions::cookie::Cookie::build((csrf_cookie_name(&self.config), token.clone()))
+                .path(cookie_path(&self.config))
                 .http_only(true)
                 .same_site(SameSite::Lax)
-                .secure(secure)
+                .secure(self.config.is_https())
                 .build(),
         );
         Ok(token)
