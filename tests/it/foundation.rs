@@ -1032,6 +1032,10 @@ async fn the_sqlite_log_is_checkpointed_in_the_background() {
 /// The frames the SQLite log holds (what a `PASSIVE` checkpoint reports as the log's length),
 /// after one small commit: SQLite starts a log over at the first write after a `RESTART`
 /// checkpoint, whatever the file's size, and until then still counts the old frames.
+///
+/// While another connection checkpoints (the server's `RESTART`, waiting for readers), a
+/// `PASSIVE` one cannot run and reports `busy = 1` and a length of -1, which must not be read
+/// as a short log: it is asked again.
 async fn log_frames(store: &tessera::store::Store) -> i64 {
     let mut tx = store.begin_write().await.unwrap();
     sqlx::query("INSERT INTO revoked_jti (jti, expires_at) VALUES ($1, 0)")
@@ -1040,13 +1044,19 @@ async fn log_frames(store: &tessera::store::Store) -> i64 {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let mut conn = store.read().await.unwrap();
-    let (_busy, frames, _copied): (i64, i64, i64) =
-        sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-    frames
+    loop {
+        let mut conn = store.read().await.unwrap();
+        let (busy, frames, _copied): (i64, i64, i64) =
+            sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        if busy == 0 && frames >= 0 {
+            return frames;
+        }
+        drop(conn);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 /// Under steady load some reader always uses the log, so SQLite never starts it over by
