@@ -83,6 +83,8 @@ impl Application {
     /// As [`Application::build`], on a listener the caller bound (tests bind port 0 first so
     /// they know the issuer URL).
     pub async fn with_listener(config: Config, listener: TcpListener) -> Result<Self, StartError> {
+        // The recorder first: the store registers its counters when it opens.
+        let metrics = telemetry::prometheus();
         let store = Store::open(&config).await?;
         let applied = store.migrate().await?;
         if applied > 0 {
@@ -111,7 +113,7 @@ impl Application {
             config: Arc::new(config),
             store,
             keys,
-            metrics: telemetry::prometheus(),
+            metrics,
         });
         let router = router(state.clone());
         Ok(Self {

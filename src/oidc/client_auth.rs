@@ -71,9 +71,7 @@ pub async fn authenticate(
     params: &Params,
 ) -> Result<Client, OAuthError> {
     let presented = Presented::from_request(headers, params)?;
-    let mut conn = store.read().await?;
-    let client = store::clients::by_id(&mut conn, &presented.client_id).await?;
-    drop(conn);
+    let client = store::clients::find(store, &presented.client_id).await?;
     presented.accept(client)
 }
 

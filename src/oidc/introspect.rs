@@ -48,10 +48,9 @@ async fn introspect(
         .as_ref()
         .ok()
         .and_then(|token| verify::access_token(&state.keys, &state.config, token));
-    let mut conn = state.store.read().await?;
     let (client, revoked) = match &claims {
         Some(claims) => {
-            match clients::by_id_with_revoked_jti(&mut conn, &presented.client_id, &claims.jti)
+            match clients::find_with_revoked_jti(&state.store, &presented.client_id, &claims.jti)
                 .await?
             {
                 Some((client, revoked)) => (Some(client), revoked),
@@ -59,7 +58,7 @@ async fn introspect(
             }
         }
         None => (
-            clients::by_id(&mut conn, &presented.client_id).await?,
+            clients::find(&state.store, &presented.client_id).await?,
             false,
         ),
     };
@@ -92,7 +91,8 @@ async fn introspect(
         }));
     }
     let now = store::now_unix();
-    if let Some(info) = grants::refresh_info(&mut conn, &token_hash(token)).await?
+    if let Some(info) =
+        grants::refresh_info(&mut *state.store.read().await?, &token_hash(token)).await?
         && info.used_at.is_none()
         && info.revoked_at.is_none()
         && info.expires_at > now

@@ -411,14 +411,9 @@ async fn exchange_code(
     // The account is read on a reader connection first: SQLite's one writer is the scarce
     // resource, so the write transaction does only writes. No account means no such code
     // (deleting an account deletes its codes).
-    let user = users::by_grant(
-        &mut *state.store.read().await?,
-        "auth_codes",
-        "code_hash",
-        &code_hash,
-    )
-    .await?
-    .ok_or_else(|| grant_error("the authorization code is invalid"))?;
+    let user = users::find_by_grant(&state.store, "auth_codes", "code_hash", &code_hash)
+        .await?
+        .ok_or_else(|| grant_error("the authorization code is invalid"))?;
     let write = ExchangeWrite {
         code_hash,
         client: client.clone(),
@@ -537,8 +532,7 @@ async fn refresh(
     let hash = token_hash(token);
     let dead = || grant_error("the refresh token is invalid, expired or revoked");
     // As for the code: the account is read before the write transaction, on a reader.
-    let mut reader = state.store.read().await?;
-    let user = users::by_grant(&mut reader, "refresh_tokens", "token_hash", &hash)
+    let user = users::find_by_grant(&state.store, "refresh_tokens", "token_hash", &hash)
         .await?
         .ok_or_else(dead)?;
     // RFC 6749 §6: the scope may narrow, never widen. Checked before the token is spent, so a
@@ -547,7 +541,7 @@ async fn refresh(
     let narrowed = match scope {
         None => None,
         Some(requested) => {
-            let granted = grants::refresh_info(&mut reader, &hash)
+            let granted = grants::refresh_info(&mut *state.store.read().await?, &hash)
                 .await?
                 .map(|info| info.scopes)
                 .ok_or_else(dead)?;
@@ -562,7 +556,6 @@ async fn refresh(
             Some(requested.join(" "))
         }
     };
-    drop(reader);
     let write = RefreshWrite {
         token_hash: hash,
         client_id: client.id.clone(),

@@ -63,19 +63,17 @@ async fn userinfo(
             BearerError::InvalidToken("the access token could not be checked")
         }
     };
-    let mut conn = state.store.read().await.map_err(unavailable)?;
-    // One round trip for the account and the token's revocation; only a token about no
-    // account (a client's own) needs a second, to tell which error it gets.
-    let found = users::by_id_with_revoked_jti(&mut conn, &claims.sub, &claims.jti)
+    // One read for the account and the token's revocation; only a token about no account (a
+    // client's own) needs a second, to tell which error it gets.
+    let found = users::find_with_revoked_jti(&state.store, &claims.sub, &claims.jti)
         .await
         .map_err(unavailable)?;
     let revoked = match &found {
         Some((_, revoked)) => *revoked,
-        None => grants::is_jti_revoked(&mut conn, &claims.jti)
+        None => grants::jti_revoked(&state.store, &claims.jti)
             .await
             .map_err(unavailable)?,
     };
-    drop(conn);
     if revoked {
         return Err(BearerError::InvalidToken("the access token was revoked"));
     }

@@ -1,6 +1,11 @@
 //! The `clients` table.
 
+use std::sync::LazyLock;
+
 use sqlx::{AnyConnection, FromRow};
+
+use super::Store;
+use super::inline::FromSqlite;
 
 #[derive(Clone, FromRow)]
 pub struct ClientRow {
@@ -16,6 +21,25 @@ pub struct ClientRow {
     pub skip_consent: i64,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl FromSqlite for ClientRow {
+    fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get("id")?,
+            name: row.get("name")?,
+            secret_hash: row.get("secret_hash")?,
+            public: row.get("public")?,
+            redirect_uris: row.get("redirect_uris")?,
+            post_logout_redirect_uris: row.get("post_logout_redirect_uris")?,
+            grant_types: row.get("grant_types")?,
+            scopes: row.get("scopes")?,
+            auth_method: row.get("auth_method")?,
+            skip_consent: row.get("skip_consent")?,
+            created_at: row.get("created_at")?,
+            updated_at: row.get("updated_at")?,
+        })
+    }
 }
 
 impl std::fmt::Debug for ClientRow {
@@ -99,24 +123,38 @@ pub async fn upsert(conn: &mut AnyConnection, c: &Client, now: i64) -> Result<()
     Ok(())
 }
 
+static BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {COLUMNS} FROM clients WHERE id = $1"));
+
+static BY_ID_WITH_REVOKED_JTI: LazyLock<String> =
+    LazyLock::new(|| super::grants::with_revoked_jti_sql("clients", COLUMNS));
+
 pub async fn by_id(conn: &mut AnyConnection, id: &str) -> Result<Option<Client>, sqlx::Error> {
-    let row: Option<ClientRow> =
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM clients WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(conn)
-            .await?;
+    let row: Option<ClientRow> = sqlx::query_as(&BY_ID).bind(id).fetch_optional(conn).await?;
     Ok(row.map(Client::from))
 }
 
-/// The client `id` and whether the access token `jti` is revoked, in one round trip (for
-/// introspection, which needs both and is answered on a database across the network).
-pub async fn by_id_with_revoked_jti(
-    conn: &mut AnyConnection,
+/// [`by_id`] as a point read of the store: on SQLite on the calling thread.
+pub async fn find(store: &Store, id: &str) -> Result<Option<Client>, sqlx::Error> {
+    if let Some(Ok(row)) = store
+        .inline()
+        .map(|r| r.row::<ClientRow>(&BY_ID, &[("$1", &id as &dyn rusqlite::ToSql)]))
+    {
+        return Ok(row.map(Client::from));
+    }
+    by_id(&mut *store.read().await?, id).await
+}
+
+/// The client `id` and whether the access token `jti` is revoked, in one read (for
+/// introspection, which needs both and is answered on a database across the network): a
+/// point read of the store, on SQLite on the calling thread.
+pub async fn find_with_revoked_jti(
+    store: &Store,
     id: &str,
     jti: &str,
 ) -> Result<Option<(Client, bool)>, sqlx::Error> {
     let found =
-        super::grants::by_id_with_revoked_jti::<ClientRow>(conn, "clients", COLUMNS, id, jti);
+        super::grants::find_with_revoked_jti::<ClientRow>(store, &BY_ID_WITH_REVOKED_JTI, id, jti);
     Ok(found
         .await?
         .map(|(row, revoked)| (Client::from(row), revoked)))

@@ -1,7 +1,11 @@
 //! Consents, authorization codes, refresh-token families and revoked access tokens.
 
+use rusqlite::ToSql;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, FromRow, Row};
+
+use super::Store;
+use super::inline::FromSqlite;
 
 // ----- consents -------------------------------------------------------------------------
 
@@ -391,13 +395,25 @@ pub async fn revoke_jti(
     Ok(())
 }
 
+const JTI_REVOKED: &str = "SELECT expires_at FROM revoked_jti WHERE jti = $1";
+
 pub async fn is_jti_revoked(conn: &mut AnyConnection, jti: &str) -> Result<bool, sqlx::Error> {
-    let found: Option<i64> =
-        sqlx::query_scalar("SELECT expires_at FROM revoked_jti WHERE jti = $1")
-            .bind(jti)
-            .fetch_optional(conn)
-            .await?;
+    let found: Option<i64> = sqlx::query_scalar(JTI_REVOKED)
+        .bind(jti)
+        .fetch_optional(conn)
+        .await?;
     Ok(found.is_some())
+}
+
+/// [`is_jti_revoked`] as a point read of the store: on SQLite on the calling thread.
+pub async fn jti_revoked(store: &Store, jti: &str) -> Result<bool, sqlx::Error> {
+    if let Some(Ok(found)) = store
+        .inline()
+        .map(|r| r.exists(JTI_REVOKED, &[("$1", &jti as &dyn ToSql)]))
+    {
+        return Ok(found);
+    }
+    is_jti_revoked(&mut *store.read().await?, jti).await
 }
 
 /// A row read together with whether an access token's `jti` is revoked.
@@ -410,27 +426,48 @@ impl<'r, R: FromRow<'r, AnyRow>> FromRow<'r, AnyRow> for WithRevoked<R> {
     }
 }
 
-/// The row of `table` (its `columns`) whose `id` is `id`, and whether the access token `jti`
-/// is revoked, in one round trip: for the endpoints that need both on every call and answer
-/// from a database across the network (introspection: the client; userinfo: the account).
-/// `None` when there is no such row. `table` and `columns` are the store's constants.
-pub(super) async fn by_id_with_revoked_jti<R>(
-    conn: &mut AnyConnection,
-    table: &'static str,
-    columns: &str,
+impl<R: FromSqlite> FromSqlite for WithRevoked<R> {
+    fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        let revoked: i64 = row.get("revoked")?;
+        Ok(Self(R::from_sqlite(row)?, revoked != 0))
+    }
+}
+
+/// The query for [`find_with_revoked_jti`]: the row of `table` (its `columns`) whose `id` is
+/// `$1`, and whether the access token `jti` `$2` is revoked. `table` and `columns` are the
+/// store's constants.
+pub(super) fn with_revoked_jti_sql(table: &str, columns: &str) -> String {
+    format!(
+        "SELECT {columns}, (SELECT COUNT(*) FROM revoked_jti WHERE jti = $2) AS revoked \
+         FROM {table} WHERE id = $1"
+    )
+}
+
+/// A row (the query of [`with_revoked_jti_sql`]) and whether the access token `jti` is
+/// revoked, in one read: for the endpoints that need both on every call and answer from a
+/// database across the network (introspection: the client; userinfo: the account). `None`
+/// when there is no such row. A point read of the store: on SQLite on the calling thread.
+pub(super) async fn find_with_revoked_jti<R>(
+    store: &Store,
+    sql: &str,
     id: &str,
     jti: &str,
 ) -> Result<Option<(R, bool)>, sqlx::Error>
 where
-    R: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
+    R: for<'r> FromRow<'r, AnyRow> + FromSqlite + Send + Unpin,
 {
-    let row: Option<WithRevoked<R>> = sqlx::query_as(&format!(
-        "SELECT {columns}, (SELECT COUNT(*) FROM revoked_jti WHERE jti = $2) AS revoked \
-         FROM {table} WHERE id = $1"
-    ))
-    .bind(id)
-    .bind(jti)
-    .fetch_optional(conn)
-    .await?;
+    let inline = store
+        .inline()
+        .map(|r| r.row(sql, &[("$1", &id as &dyn ToSql), ("$2", &jti)]));
+    let row: Option<WithRevoked<R>> = match inline {
+        Some(Ok(row)) => row,
+        _ => {
+            sqlx::query_as(sql)
+                .bind(id)
+                .bind(jti)
+                .fetch_optional(&mut *store.read().await?)
+                .await?
+        }
+    };
     Ok(row.map(|WithRevoked(row, revoked)| (row, revoked)))
 }

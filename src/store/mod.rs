@@ -24,6 +24,7 @@ pub mod audit;
 pub mod clients;
 pub mod grants;
 pub mod identities;
+pub mod inline;
 pub mod keys;
 pub mod sessions;
 pub mod tokens;
@@ -75,6 +76,8 @@ pub struct Store {
     kind: DatabaseKind,
     /// SQLite only: the group commit over the write-ahead log.
     wal: Option<Arc<durable::WalSync>>,
+    /// SQLite on a file only: the point reads run on the calling thread ([`inline`]).
+    inline: Option<Arc<inline::Readers>>,
     /// The queues of [`Store::write_grant`] and [`Store::append_audit`], started at their first
     /// use.
     grants: Arc<OnceLock<batch::Queues>>,
@@ -178,13 +181,12 @@ impl Store {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
 
         let kind = config.database_kind();
-        let (url, wal) = match kind {
-            DatabaseKind::Sqlite => {
-                let (url, file) = sqlite_url(&config.database_url)?;
-                (url, file.map(|f| Arc::new(durable::WalSync::new(f))))
-            }
+        let (url, file) = match kind {
+            DatabaseKind::Sqlite => sqlite_url(&config.database_url)?,
             DatabaseKind::Postgres => (config.database_url.clone(), None),
         };
+        let inline = file.clone().map(|f| Arc::new(inline::Readers::new(f)));
+        let wal = file.map(|f| Arc::new(durable::WalSync::new(f)));
         let connect_error = |e: sqlx::Error| OpenError::Connect {
             url: redact_url(&config.database_url),
             reason: one_line(&e.to_string()),
@@ -248,6 +250,7 @@ impl Store {
             writer,
             kind,
             wal,
+            inline,
             grants: Arc::default(),
         })
     }
@@ -300,6 +303,11 @@ impl Store {
     /// The pool for reads.
     pub fn reader(&self) -> &AnyPool {
         &self.reader
+    }
+
+    /// SQLite on a file: the readers that answer point reads on the calling thread.
+    pub fn inline(&self) -> Option<&inline::Readers> {
+        self.inline.as_deref()
     }
 
     /// A connection from the reader pool.

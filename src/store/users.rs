@@ -1,6 +1,12 @@
 //! The `users` table.
 
+use std::sync::LazyLock;
+
+use rusqlite::ToSql;
 use sqlx::{AnyConnection, FromRow};
+
+use super::Store;
+use super::inline::FromSqlite;
 
 #[derive(Clone, FromRow)]
 pub struct UserRow {
@@ -17,6 +23,21 @@ pub struct UserRow {
 impl UserRow {
     pub fn email_verified(&self) -> bool {
         self.email_verified != 0
+    }
+}
+
+impl FromSqlite for UserRow {
+    fn from_sqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get("id")?,
+            username: row.get("username")?,
+            email: row.get("email")?,
+            email_verified: row.get("email_verified")?,
+            display_name: row.get("display_name")?,
+            password_hash: row.get("password_hash")?,
+            created_at: row.get("created_at")?,
+            updated_at: row.get("updated_at")?,
+        })
     }
 }
 
@@ -76,22 +97,27 @@ pub async fn by_id(conn: &mut AnyConnection, id: &str) -> Result<Option<UserRow>
         .await
 }
 
-/// The account `id` and whether the access token `jti` is revoked, in one round trip (for
-/// userinfo, which needs both on every call). `None` when there is no such account.
-pub async fn by_id_with_revoked_jti(
-    conn: &mut AnyConnection,
+static BY_ID_WITH_REVOKED_JTI: LazyLock<String> =
+    LazyLock::new(|| super::grants::with_revoked_jti_sql("users", COLUMNS));
+
+/// The account `id` and whether the access token `jti` is revoked, in one read (for
+/// userinfo, which needs both on every call). `None` when there is no such account. A point
+/// read of the store: on SQLite on the calling thread.
+pub async fn find_with_revoked_jti(
+    store: &Store,
     id: &str,
     jti: &str,
 ) -> Result<Option<(UserRow, bool)>, sqlx::Error> {
-    super::grants::by_id_with_revoked_jti(conn, "users", COLUMNS, id, jti).await
+    super::grants::find_with_revoked_jti(store, &BY_ID_WITH_REVOKED_JTI, id, jti).await
 }
 
 /// The account an authorization code (`table` "auth_codes", `key` "code_hash") or a refresh
-/// token ("refresh_tokens", "token_hash") belongs to, read on a reader connection before the
-/// grant's write transaction, so SQLite's one writer does only writes. `table` and `key` are
-/// the token endpoint's constants, never input.
-pub async fn by_grant(
-    conn: &mut AnyConnection,
+/// token ("refresh_tokens", "token_hash") belongs to, read before the grant's write
+/// transaction, so SQLite's one writer does only writes. `table` and `key` are the token
+/// endpoint's constants, never input. A point read of the store: on SQLite on the calling
+/// thread.
+pub async fn find_by_grant(
+    store: &Store,
     table: &'static str,
     key: &'static str,
     hash: &str,
@@ -101,12 +127,19 @@ pub async fn by_grant(
         .map(|c| format!("u.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    sqlx::query_as(&format!(
+    let sql = format!(
         "SELECT {columns} FROM {table} g JOIN users u ON u.id = g.user_id WHERE g.{key} = $1"
-    ))
-    .bind(hash)
-    .fetch_optional(conn)
-    .await
+    );
+    if let Some(Ok(row)) = store
+        .inline()
+        .map(|r| r.row::<UserRow>(&sql, &[("$1", &hash as &dyn ToSql)]))
+    {
+        return Ok(row);
+    }
+    sqlx::query_as(&sql)
+        .bind(hash)
+        .fetch_optional(&mut *store.read().await?)
+        .await
 }
 
 /// Finds a user by username or by email, case-insensitively.

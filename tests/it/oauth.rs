@@ -1192,6 +1192,16 @@ async fn revocation_and_introspection(backend: Backend) {
         401,
         "an ID token is not an access token"
     );
+
+    // On SQLite the client, account and revocation reads above were made on the request's
+    // own thread, none through the pool; PostgreSQL has no such readers.
+    match backend {
+        Backend::Sqlite => {
+            let (served, fell_back) = app.state.store.inline().unwrap().counts();
+            assert!(served >= 10 && fell_back == 0, "{served} / {fell_back}");
+        }
+        Backend::Postgres(_) => assert!(app.state.store.inline().is_none()),
+    }
 }
 
 async fn rp_initiated_logout(backend: Backend) {
