@@ -171,7 +171,7 @@ if chart_path:
     conns = 16 if 16 in conns_seen else (conns_seen[0] if conns_seen else 16)
     scenarios = [
         ("discovery", "ceiling"), ("jwks", "ceiling"), ("client_credentials", "rsa"),
-        ("code_exchange", "rsa/2"), ("refresh", "rsa/2"), ("userinfo", None),
+        ("code_exchange", "rsa/2"), ("browser_flow", "rsa/2"), ("refresh", "rsa/2"), ("userinfo", None),
         ("introspection", None), ("password_sign_in", "argon2"),
     ]
     series = [("tessera-sqlite", "Tessera · SQLite", "#2b6cb0"), ("tessera-postgres", "Tessera · PostgreSQL", "#2f855a"),

@@ -109,6 +109,12 @@ tessera() {
     wrk_measure "$name jwks" "$ISS/.well-known/jwks.json" "$c"
     wrk_measure "$name client_credentials" "$ISS/token" "$c" POST "grant_type=client_credentials&scope=api:read" "$ID:$SECRET"
     exchange_and_refresh "$name" "$c"
+    # The whole browser flow beside the exchange: the signed-in session of `prepare` asks
+    # /authorize (remembered consent) for a code and the client exchanges it, timed together.
+    measure --label "$name browser_flow" --scenario flow --url "$(cat "$DIR/work/authorize_url")" \
+      --cookie "$(cat "$DIR/work/session_cookie")" --token-url "$ISS/token" --basic "$ID:$SECRET" \
+      --form "grant_type=authorization_code&redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fcb&code_verifier=bench-verifier-bench-verifier-bench-verifier-0123456789" \
+      --connections "$c"
     wrk_measure "$name userinfo" "$ISS/userinfo" "$c" GET "" "" "$(cat "$DIR/work/access_token")"
     wrk_measure "$name introspection" "$ISS/introspect" "$c" POST "token=$(cat "$DIR/work/access_token")" "$ID:$SECRET"
     measure --label "$name password_sign_in" --scenario login --url "$ISS/login" --login "bench:bench passphrase for load" --connections "$c"

@@ -3,8 +3,8 @@
 //! `bench load …` drives one scenario against a server from this separate process with N
 //! concurrent connections (one HTTP/1.1 connection per worker), for a bounded time and
 //! number of requests, and prints one JSON line: requests/s and p50/p99 latency from an HDR
-//! histogram. Scenarios that need two requests (a password sign-in fetches the form first)
-//! time the whole operation. `bench limit …` measures the physical limits on this machine:
+//! histogram. Scenarios that need two requests (a password sign-in fetches the form first;
+//! the browser flow asks `/authorize` for a code, then exchanges it) time the whole operation. `bench limit …` measures the physical limits on this machine:
 //! RS256 signatures/s with the signing code Tessera uses, argon2id hashes/s at Tessera's
 //! parameters, and a bare axum handler serving a static document.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 
 fn usage() -> ! {
     eprintln!(
-        "usage:\n  bench load --scenario get|post|bearer|exchange|refresh|login --url URL [--connections N] [--seconds S] [--max-requests N] [--rate R]\n             [--basic ID:SECRET] [--form 'a=1&b=2'] [--token T] [--items FILE] [--login USER:PASSWORD] [--label L]\n  bench limit rsa|argon2 [--seconds S] [--threads N]\n  bench ceiling --port P\n  bench prepare --issuer URL --client ID:SECRET --login USER:PASSWORD --codes N --refresh N --out DIR"
+        "usage:\n  bench load --scenario get|post|bearer|exchange|refresh|flow|login --url URL [--connections N] [--seconds S] [--max-requests N] [--rate R]\n             [--basic ID:SECRET] [--form 'a=1&b=2'] [--token T] [--items FILE] [--login USER:PASSWORD] [--cookie C --token-url URL] [--label L]\n  bench limit rsa|argon2 [--seconds S] [--threads N]\n  bench ceiling --port P\n  bench prepare --issuer URL --client ID:SECRET --login USER:PASSWORD --codes N --refresh N --out DIR"
     );
     std::process::exit(2)
 }
@@ -89,6 +89,9 @@ async fn load(a: &Args) {
     let form = a.get("--form").unwrap_or_default();
     let token = a.get("--token");
     let login = a.get("--login");
+    // The browser flow: the signed-in session's cookies, and where the code is exchanged.
+    let cookie = a.get("--cookie").unwrap_or_default();
+    let token_url = a.get("--token-url").unwrap_or_default();
     let items: Arc<Items> = Arc::new(Items {
         list: Mutex::new(match a.get("--items") {
             Some(file) => serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap(),
@@ -115,6 +118,7 @@ async fn load(a: &Args) {
             token.clone(),
             login.clone(),
         );
+        let (cookie, token_url) = (cookie.clone(), token_url.clone());
         let (items, stop, issued, errors) =
             (items.clone(), stop.clone(), issued.clone(), errors.clone());
         workers.push(tokio::spawn(async move {
@@ -195,6 +199,27 @@ async fn load(a: &Args) {
                             _ => false,
                         }
                     }
+                    "flow" => {
+                        // A signed-in browser with remembered consent: /authorize answers
+                        // with a redirect carrying a code, which the client exchanges.
+                        let code = match client.get(&url).header("cookie", &cookie).send().await {
+                            Ok(r) if r.status().is_redirection() => code_in(&r),
+                            _ => None,
+                        };
+                        match code {
+                            Some(code) => {
+                                let mut req = client
+                                    .post(&token_url)
+                                    .header("content-type", "application/x-www-form-urlencoded")
+                                    .body(format!("{form}&code={code}"));
+                                if let Some((id, secret)) = &basic {
+                                    req = req.basic_auth(id, Some(secret));
+                                }
+                                req.send().await.is_ok_and(|r| r.status().is_success())
+                            }
+                            None => false,
+                        }
+                    }
                     "login" => {
                         // A new visitor each time: GET the form (its CSRF token, and the
                         // cookie that token rides in), then POST the password.
@@ -265,6 +290,15 @@ async fn load(a: &Args) {
         "p99_ms": total.value_at_quantile(0.99) as f64 / 1000.0,
     });
     println!("{line}");
+}
+
+/// The `code` of an authorization response's redirect.
+fn code_in(r: &reqwest::Response) -> Option<String> {
+    let location = r.headers().get("location")?.to_str().ok()?;
+    let url = url::Url::parse(location).ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// The physical limits: how many RS256 signatures or argon2id hashes this machine does.
@@ -355,8 +389,9 @@ async fn prepare(a: &Args) {
     let codes = a.num("--codes", 1000);
     let refresh = a.num("--refresh", 200);
     let out = std::path::PathBuf::from(a.get("--out").unwrap_or_else(|| usage()));
+    let jar = Arc::new(reqwest::cookie::Jar::default());
     let browser = reqwest::Client::builder()
-        .cookie_store(true)
+        .cookie_provider(jar.clone())
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -436,19 +471,7 @@ async fn prepare(a: &Args) {
             .await
             .unwrap();
     }
-    let code_of = |r: reqwest::Response| {
-        let location = r
-            .headers()
-            .get("location")
-            .and_then(|l| l.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        url::Url::parse(&location).ok().and_then(|u| {
-            u.query_pairs()
-                .find(|(k, _)| k == "code")
-                .map(|(_, v)| v.into_owned())
-        })
-    };
+    let code_of = |r: reqwest::Response| code_in(&r);
     let mut minted = Vec::new();
     for _ in 0..codes {
         let r = browser
@@ -501,6 +524,15 @@ async fn prepare(a: &Args) {
     )
     .unwrap();
     std::fs::write(out.join("access_token"), &access).unwrap();
+    // For the browser flow: the signed-in session's cookies and the authorization request.
+    let cookies = reqwest::cookie::CookieStore::cookies(&*jar, &issuer.parse().unwrap())
+        .expect("the signed-in session's cookie");
+    std::fs::write(out.join("session_cookie"), cookies.to_str().unwrap()).unwrap();
+    std::fs::write(
+        out.join("authorize_url"),
+        authorize("openid offline_access"),
+    )
+    .unwrap();
     println!(
         "{}",
         json!({ "codes": minted.len(), "refresh_tokens": refresh_tokens.len(), "verifier": VERIFIER, "redirect_uri": redirect_uri })

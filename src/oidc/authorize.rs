@@ -130,9 +130,7 @@ async fn authorize(
         .get("client_id")
         .map_err(|e| bad_link(&e.to_string()))?
         .ok_or_else(|| bad_link("the app did not say who it is (client_id)"))?;
-    let mut conn = state.store.read().await?;
-    let client = store::clients::by_id(&mut conn, client_id).await?;
-    drop(conn);
+    let client = store::clients::find(&state.store, client_id).await?;
     let client = client.ok_or_else(|| bad_link("the app is not registered here"))?;
     let redirect_uri = params
         .get("redirect_uri")
@@ -399,8 +397,7 @@ async fn decide(
     let approved = if client.skip_consent && !pending.prompt_consent {
         true
     } else {
-        let mut conn = state.store.read().await?;
-        let granted = grants::consent(&mut conn, &who.user_id, &client.id)
+        let granted = grants::find_consent(&state.store, &who.user_id, &client.id)
             .await?
             .unwrap_or_default();
         let granted: Vec<&str> = granted.split(' ').collect();
@@ -466,47 +463,89 @@ async fn issue_code(
 ) -> Result<Response, PageError> {
     let code = random_token();
     let now = store::now_unix();
-    let scopes = pending.scopes.join(" ");
-    let sid = session.stored_id().unwrap_or_default();
-    let grant_id = uuid::Uuid::new_v4().simple().to_string();
     let ttl = i64::try_from(state.config.tokens.code_ttl.as_secs()).unwrap_or(60);
-    let mut tx = state.store.begin_write().await?;
-    grants::insert_code(
-        &mut tx,
-        &grants::NewCode {
-            code_hash: &token_hash(&code),
-            grant_id: &grant_id,
-            client_id: &pending.client_id,
-            user_id: &who.user_id,
-            redirect_uri: &pending.redirect_uri,
-            code_challenge: pending.code_challenge.as_deref(),
-            nonce: pending.nonce.as_deref(),
-            scopes: &scopes,
-            auth_time: who.auth_time,
-            amr: &who.amr.join(" "),
-            sid: &sid,
-            idp: who.idp.as_deref().unwrap_or_default(),
-            now,
-            expires_at: now + ttl,
-        },
-    )
-    .await?;
-    let mut e = audit::NewEvent {
-        kind: "authorization_granted",
-        outcome: "success",
-        user_id: Some(&who.user_id),
-        client_id: Some(&pending.client_id),
-        ..Default::default()
+    let write = CodeWrite {
+        code_hash: token_hash(&code),
+        grant_id: uuid::Uuid::new_v4().simple().to_string(),
+        client_id: pending.client_id.clone(),
+        user_id: who.user_id.clone(),
+        redirect_uri: pending.redirect_uri.clone(),
+        code_challenge: pending.code_challenge.clone(),
+        nonce: pending.nonce.clone(),
+        scopes: pending.scopes.join(" "),
+        auth_time: who.auth_time,
+        amr: who.amr.join(" "),
+        sid: session.stored_id().unwrap_or_default(),
+        idp: who.idp.clone().unwrap_or_default(),
+        now,
+        expires_at: now + ttl,
     };
-    e.detail = &scopes;
-    audit::insert(&mut tx, &e, now).await?;
-    tx.commit().await?;
+    // The code and its audit row join the grant batch (`store::batch`): concurrent
+    // authorizations and token grants share one transaction and one flush of the log.
+    state
+        .store
+        .write_grant(move |conn, rows| Box::pin(code_writes(conn, rows, write.clone())))
+        .await?;
     let _ = session.take::<Pending>(&session_key(&pending.id)).await?;
     let mut params = vec![("code", code.as_str())];
     if let Some(s) = &pending.state {
         params.push(("state", s));
     }
     Ok(redirect_with(state, &pending.redirect_uri, &params))
+}
+
+/// A code's row, owned: the write may run twice (see `store::batch`).
+#[derive(Clone)]
+struct CodeWrite {
+    code_hash: String,
+    grant_id: String,
+    client_id: String,
+    user_id: String,
+    redirect_uri: String,
+    code_challenge: Option<String>,
+    nonce: Option<String>,
+    scopes: String,
+    auth_time: i64,
+    amr: String,
+    sid: String,
+    idp: String,
+    now: i64,
+    expires_at: i64,
+}
+
+/// Stores the code, and records the grant in the batch's audit rows.
+async fn code_writes(
+    conn: &mut sqlx::AnyConnection,
+    rows: &mut Vec<audit::OwnedEvent>,
+    w: CodeWrite,
+) -> Result<(), sqlx::Error> {
+    let code = grants::NewCode {
+        code_hash: &w.code_hash,
+        grant_id: &w.grant_id,
+        client_id: &w.client_id,
+        user_id: &w.user_id,
+        redirect_uri: &w.redirect_uri,
+        code_challenge: w.code_challenge.as_deref(),
+        nonce: w.nonce.as_deref(),
+        scopes: &w.scopes,
+        auth_time: w.auth_time,
+        amr: &w.amr,
+        sid: &w.sid,
+        idp: &w.idp,
+        now: w.now,
+        expires_at: w.expires_at,
+    };
+    grants::insert_code(conn, &code).await?;
+    rows.push(audit::OwnedEvent {
+        kind: "authorization_granted".into(),
+        outcome: "success".into(),
+        user_id: Some(w.user_id),
+        client_id: Some(w.client_id),
+        detail: w.scopes,
+        at: w.now,
+        ..Default::default()
+    });
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -524,9 +563,7 @@ async fn pending_request(
         .get(&session_key(id))
         .await?
         .ok_or_else(|| PageError::BadRequest("This sign-in request has expired or was already completed. Go back to the app and start again.".into()))?;
-    let mut conn = state.store.read().await?;
-    let client = store::clients::by_id(&mut conn, &pending.client_id).await?;
-    drop(conn);
+    let client = store::clients::find(&state.store, &pending.client_id).await?;
     let client = client.ok_or_else(|| bad_link("the app is no longer registered"))?;
     Ok((pending, client))
 }

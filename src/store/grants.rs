@@ -10,16 +10,36 @@ use super::inline::FromSqlite;
 // ----- consents -------------------------------------------------------------------------
 
 /// The scopes a person has approved for a client (space-separated), if any.
+const CONSENT: &str = "SELECT scopes FROM consents WHERE user_id = $1 AND client_id = $2";
+
 pub async fn consent(
     conn: &mut AnyConnection,
     user_id: &str,
     client_id: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT scopes FROM consents WHERE user_id = $1 AND client_id = $2")
+    sqlx::query_scalar(CONSENT)
         .bind(user_id)
         .bind(client_id)
         .fetch_optional(conn)
         .await
+}
+
+/// [`consent`] as a point read of the store: on SQLite on the calling thread.
+pub async fn find_consent(
+    store: &Store,
+    user_id: &str,
+    client_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let inline = store.inline().map(|r| {
+        r.row(
+            CONSENT,
+            &[("$1", &user_id as &dyn ToSql), ("$2", &client_id)],
+        )
+    });
+    match inline {
+        Some(Ok(found)) => Ok(found),
+        _ => consent(&mut *store.read().await?, user_id, client_id).await,
+    }
 }
 
 pub async fn save_consent(

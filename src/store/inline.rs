@@ -38,6 +38,20 @@ pub trait FromSqlite: Sized {
 #[derive(Debug, PartialEq, Eq)]
 pub struct NotHere;
 
+/// One text column.
+impl FromSqlite for String {
+    fn from_sqlite(row: &Row<'_>) -> rusqlite::Result<Self> {
+        row.get(0)
+    }
+}
+
+/// A text column and an integer column, in that order.
+impl FromSqlite for (String, i64) {
+    fn from_sqlite(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok((row.get(0)?, row.get(1)?))
+    }
+}
+
 #[derive(Debug)]
 pub struct Readers {
     database: PathBuf,

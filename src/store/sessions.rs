@@ -1,6 +1,9 @@
 //! The `sessions` table: browser sessions.
 
+use rusqlite::ToSql;
 use sqlx::{AnyConnection, FromRow};
+
+use super::Store;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct SessionRow {
@@ -62,16 +65,24 @@ pub async fn insert_new(
 }
 
 /// The data of a live session.
-pub async fn load(
-    conn: &mut AnyConnection,
-    id: &str,
-    now: i64,
-) -> Result<Option<(String, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT data, expires_at FROM sessions WHERE id = $1 AND expires_at > $2")
-        .bind(id)
-        .bind(now)
-        .fetch_optional(conn)
-        .await
+const LOAD: &str = "SELECT data, expires_at FROM sessions WHERE id = $1 AND expires_at > $2";
+
+/// A live session's data and expiry. A point read of the store: on SQLite on the calling
+/// thread.
+pub async fn load(store: &Store, id: &str, now: i64) -> Result<Option<(String, i64)>, sqlx::Error> {
+    let inline = store
+        .inline()
+        .map(|r| r.row(LOAD, &[("$1", &id as &dyn ToSql), ("$2", &now)]));
+    match inline {
+        Some(Ok(found)) => Ok(found),
+        _ => {
+            sqlx::query_as(LOAD)
+                .bind(id)
+                .bind(now)
+                .fetch_optional(&mut *store.read().await?)
+                .await
+        }
+    }
 }
 
 pub async fn delete(conn: &mut AnyConnection, id: &str) -> Result<(), sqlx::Error> {

@@ -129,8 +129,7 @@ impl SessionStore for DbSessionStore {
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        let mut conn = self.store.read().await.map_err(backend)?;
-        let found = store::sessions::load(&mut conn, &stored_id(id), store::now_unix())
+        let found = store::sessions::load(&self.store, &stored_id(id), store::now_unix())
             .await
             .map_err(backend)?;
         let Some((data, expires_at)) = found else {

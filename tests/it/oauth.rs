@@ -25,6 +25,7 @@ on_both_databases!(
     approved_apps_can_be_revoked,
     cli_manages_clients,
     hostile_input_gets_clean_errors,
+    every_code_issued_is_stored_with_its_audit_row,
 );
 
 const PASSWORD: &str = "plum tree at dawn";
@@ -1854,4 +1855,42 @@ async fn a_body_that_never_arrives_is_answered_503_after_the_request_timeout() {
     }
     assert_eq!(app.get("/healthz").await.status(), 200);
     app.stop().await;
+}
+
+/// A code is written with its `authorization_granted` audit row in the grant batch: both or
+/// neither, for a first approval (the consent page) and for a remembered one, and codes
+/// issued at once are each stored.
+async fn every_code_issued_is_stored_with_its_audit_row(backend: Backend) {
+    let (_db, app, browser) = setup(&backend).await;
+    let client = app.client(false, &[], &[]).await;
+    tokens(&app, &browser, &client, "openid profile").await;
+    let (_, challenge) = pkce();
+    let query = auth_query(&client, &challenge, "openid", "st");
+    let issued =
+        futures_util::future::join_all((0..8).map(|_| browser.authorize(&query, None))).await;
+    let codes: std::collections::HashSet<String> = issued
+        .iter()
+        .map(|back| query_of(back)["code"].clone())
+        .collect();
+    assert_eq!(codes.len(), 8);
+
+    let mut conn = app.state.store.read().await.unwrap();
+    let audited: Vec<(Option<String>, Option<String>, String)> = sqlx::query_as(
+        "SELECT user_id, client_id, detail FROM audit_events \
+         WHERE kind = 'authorization_granted' AND outcome = 'success' ORDER BY detail DESC",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(audited.len(), 9, "{audited:?}");
+    assert_eq!(audited[0].2, "openid profile");
+    assert!(audited[1..].iter().all(|(_, _, detail)| detail == "openid"));
+    assert!(audited.iter().all(|(user, client_id, _)| {
+        user.is_some() && client_id.as_deref() == Some(client.id.as_str())
+    }));
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM auth_codes")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, 9);
 }
