@@ -22,8 +22,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Params, Row};
 
-/// Idle connections kept; more are opened when more threads read at once, and closed after.
-const IDLE: usize = 4;
+/// Idle connections kept: one for each thread that may read at once (the async workers, one
+/// per CPU), and at least four. More are opened when more threads read at once, and closed
+/// after.
+fn idle_limit() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get().max(4))
+}
 
 /// Statements kept prepared per connection: every point read's SQL, with room to spare.
 const STATEMENTS: usize = 32;
@@ -56,6 +60,7 @@ impl FromSqlite for (String, i64) {
 pub struct Readers {
     database: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    idle_limit: usize,
     served: AtomicU64,
     fell_back: AtomicU64,
     counters: [metrics::Counter; 2],
@@ -67,6 +72,7 @@ impl Readers {
         Self {
             database,
             idle: Mutex::default(),
+            idle_limit: idle_limit(),
             served: AtomicU64::new(0),
             fell_back: AtomicU64::new(0),
             counters: [counter("served"), counter("fell_back")],
@@ -132,7 +138,9 @@ impl Readers {
     fn connect(&self) -> rusqlite::Result<Connection> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&self.database, flags)?;
-        // `query_only` as a second guard; no busy timeout, so this thread never sleeps here.
+        // `query_only` as a second guard. No busy timeout: a lock held by another connection
+        // sends the read to the pool rather than make this thread wait for it (SQLite still
+        // retries briefly inside when a read races the log being started over).
         conn.execute_batch("PRAGMA query_only = ON; PRAGMA busy_timeout = 0;")?;
         conn.set_prepared_statement_cache_capacity(STATEMENTS);
         Ok(conn)
@@ -140,7 +148,7 @@ impl Readers {
 
     fn give_back(&self, conn: Connection) {
         if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < IDLE
+            && idle.len() < self.idle_limit
         {
             idle.push(conn);
         }
@@ -253,6 +261,18 @@ mod tests {
             .unwrap();
         assert!(revoked);
         assert_eq!(store.inline().unwrap().counts(), (0, 3));
+    }
+
+    /// A file name sqlx percent-decodes is the file these readers open too.
+    #[tokio::test]
+    async fn a_percent_encoded_file_name_is_read_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/my%20data/t.db", dir.path().display());
+        let store = open(url).await;
+        write(&store, Some(&client("first")), None).await;
+        assert!(clients::find(&store, "rp").await.unwrap().is_some());
+        assert_eq!(store.inline().unwrap().counts(), (1, 0));
+        assert!(dir.path().join("my data/t.db").is_file());
     }
 
     /// An in-memory database is private to its own connections: no reader here could see it.

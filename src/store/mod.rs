@@ -425,6 +425,10 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
 fn sqlite_url(url: &str) -> Result<(String, Option<PathBuf>), OpenError> {
     let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    // sqlx percent-decodes the file name (so that it may hold `?` or `#`); the log's flush
+    // and the inline readers must name the same file.
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let path = decoded.as_ref();
     if !path.is_empty()
         && !path.starts_with(":memory:")
         && let Some(parent) = Path::new(path)
@@ -514,6 +518,13 @@ mod tests {
             )
         );
         assert_eq!(sqlite_url("sqlite::memory:").unwrap().1, None);
+        // The file sqlx opens: its name percent-decoded.
+        let spaced = format!("sqlite://{}/my%20data/t.db", dir.path().display());
+        assert_eq!(
+            sqlite_url(&spaced).unwrap().1,
+            Some(dir.path().join("my data/t.db"))
+        );
+        assert!(dir.path().join("my data").is_dir());
     }
 
     #[test]

@@ -1044,7 +1044,12 @@ async fn log_frames(store: &tessera::store::Store) -> i64 {
         .await
         .unwrap();
     tx.commit().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a checkpoint held the log for 30 s"
+        );
         let mut conn = store.read().await.unwrap();
         let (busy, frames, _copied): (i64, i64, i64) =
             sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
