@@ -35,6 +35,8 @@ const CSRF: &str = "csrf";
 const USER_AGENT: &str = "ua";
 const IP: &str = "ip";
 const FLASH: &str = "flash";
+/// When the session's expiry was last pushed back (unix seconds).
+const SEEN: &str = "seen";
 
 /// The tower-sessions store over the `sessions` table.
 #[derive(Debug, Clone)]
@@ -320,6 +322,7 @@ impl WebSession {
             self.session.flush().await.map_err(session_error)?;
             return Ok(None);
         }
+        self.keep_alive().await?;
         let amr: Vec<String> = self
             .session
             .get(AMR)
@@ -333,6 +336,32 @@ impl WebSession {
             amr,
             idp,
         }))
+    }
+
+    /// `sessions.idle_timeout` counts from the person's last visit, not from the session's
+    /// last change: tower-sessions stores a session (and re-sends its cookie, whose max-age
+    /// carries the same timeout) only when it changed, so a signed-in person who only reads
+    /// pages would be signed out that long after signing in. Recording the visit pushes both
+    /// expiries back; it is recorded at most once per twelfth of the timeout (an hour at the
+    /// default 12 h), so a busy browser does not write a row per page.
+    async fn keep_alive(&self) -> Result<(), PageError> {
+        let now = store::now_unix();
+        let every = i64::try_from(self.config.sessions.idle_timeout.as_secs() / 12)
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let seen: i64 = self
+            .session
+            .get(SEEN)
+            .await
+            .map_err(session_error)?
+            .unwrap_or(0);
+        if now.saturating_sub(seen) >= every {
+            self.session
+                .insert(SEEN, now)
+                .await
+                .map_err(session_error)?;
+        }
+        Ok(())
     }
 
     /// Signs `user_id` in: a new session id (so a fixated id is worthless), the time and method
@@ -372,6 +401,10 @@ impl WebSession {
             .map_err(session_error)?;
         self.session
             .insert(AUTH_TIME, store::now_unix())
+            .await
+            .map_err(session_error)?;
+        self.session
+            .insert(SEEN, store::now_unix())
             .await
             .map_err(session_error)?;
         self.session.insert(AMR, amr).await.map_err(session_error)?;
@@ -508,10 +541,19 @@ impl WebSession {
         self.session.get(key).await.map_err(session_error)
     }
 
+    /// Removes and returns `key`'s value. A key that is not there changes nothing:
+    /// tower-sessions marks a session changed on any removal, present or not, and a changed
+    /// session is written back (a write, and a wait for its flush, on every `/authorize` and
+    /// every page that shows a flash message).
     pub async fn take<T: serde::de::DeserializeOwned>(
         &self,
         key: &str,
     ) -> Result<Option<T>, PageError> {
+        let present: Option<serde_json::Value> =
+            self.session.get(key).await.map_err(session_error)?;
+        if present.is_none() {
+            return Ok(None);
+        }
         self.session.remove(key).await.map_err(session_error)
     }
 
@@ -524,7 +566,7 @@ impl WebSession {
     }
 
     pub async fn take_flash(&self) -> Result<Option<String>, PageError> {
-        self.session.remove(FLASH).await.map_err(session_error)
+        self.take(FLASH).await
     }
 }
 

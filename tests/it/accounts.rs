@@ -9,6 +9,7 @@ use crate::on_both_databases;
 
 on_both_databases!(
     register_verify_sign_out_and_sign_in,
+    a_signed_in_visit_pushes_the_idle_timeout_back,
     registration_refuses_duplicates_weak_passwords_and_bad_input,
     forms_without_the_right_csrf_token_are_refused,
     a_visitor_gets_forms_without_a_session_being_stored,
@@ -1477,5 +1478,53 @@ async fn fifty_registrations_of_one_username_make_one_account(backend: Backend) 
         .unwrap();
     assert_eq!(accounts, 1);
     drop(conn);
+    app.stop().await;
+}
+
+/// `sessions.idle_timeout` counts from the last visit: a signed-in page view pushes the stored
+/// expiry (and the cookie's) back, at most once per twelfth of the timeout.
+async fn a_signed_in_visit_pushes_the_idle_timeout_back(backend: Backend) {
+    let db = TestDb::new(&backend).await;
+    let mut config = test_config(&db.url);
+    config.sessions.idle_timeout = std::time::Duration::from_secs(24);
+    let app = TestApp::start_with(config, "").await;
+    let browser = app.browser();
+    assert_eq!(
+        browser
+            .register("judy", "judy@example.com", PASSWORD)
+            .await
+            .status,
+        303
+    );
+    let expiry = || async {
+        sqlx::query_scalar::<_, i64>("SELECT expires_at FROM sessions WHERE user_id IS NOT NULL")
+            .fetch_one(app.state.store.reader())
+            .await
+            .unwrap()
+    };
+    // The first view takes the registration's flash message, a change of its own.
+    assert_eq!(browser.get("/account").await.status, 200);
+    let signed_in = expiry().await;
+    // Within the interval (2 s): a visit writes nothing.
+    let page = browser.get("/account").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(expiry().await, signed_in);
+    assert!(
+        !page.headers.contains_key("set-cookie"),
+        "{:?}",
+        page.headers.get_all("set-cookie")
+    );
+    // Past it: the visit moves the expiry to a full timeout from now, cookie included.
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let page = browser.get("/account").await;
+    assert_eq!(page.status, 200);
+    let pushed = expiry().await;
+    assert!(pushed >= signed_in + 2, "{signed_in} -> {pushed}");
+    assert!(
+        (22..=24).contains(&(pushed - tessera::store::now_unix())),
+        "{pushed}"
+    );
+    let cookie = page.headers["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("Max-Age=24"), "{cookie}");
     app.stop().await;
 }
