@@ -464,7 +464,7 @@ async fn issue_code(
     let code = random_token();
     let now = store::now_unix();
     let ttl = i64::try_from(state.config.tokens.code_ttl.as_secs()).unwrap_or(60);
-    let write = CodeWrite {
+    let write = grants::NewCode {
         code_hash: token_hash(&code),
         grant_id: uuid::Uuid::new_v4().simple().to_string(),
         client_id: pending.client_id.clone(),
@@ -494,55 +494,20 @@ async fn issue_code(
     Ok(redirect_with(state, &pending.redirect_uri, &params))
 }
 
-/// A code's row, owned: the write may run twice (see `store::batch`).
-#[derive(Clone)]
-struct CodeWrite {
-    code_hash: String,
-    grant_id: String,
-    client_id: String,
-    user_id: String,
-    redirect_uri: String,
-    code_challenge: Option<String>,
-    nonce: Option<String>,
-    scopes: String,
-    auth_time: i64,
-    amr: String,
-    sid: String,
-    idp: String,
-    now: i64,
-    expires_at: i64,
-}
-
 /// Stores the code, and records the grant in the batch's audit rows.
 async fn code_writes(
     conn: &mut sqlx::AnyConnection,
     rows: &mut Vec<audit::OwnedEvent>,
-    w: CodeWrite,
+    code: grants::NewCode,
 ) -> Result<(), sqlx::Error> {
-    let code = grants::NewCode {
-        code_hash: &w.code_hash,
-        grant_id: &w.grant_id,
-        client_id: &w.client_id,
-        user_id: &w.user_id,
-        redirect_uri: &w.redirect_uri,
-        code_challenge: w.code_challenge.as_deref(),
-        nonce: w.nonce.as_deref(),
-        scopes: &w.scopes,
-        auth_time: w.auth_time,
-        amr: &w.amr,
-        sid: &w.sid,
-        idp: &w.idp,
-        now: w.now,
-        expires_at: w.expires_at,
-    };
     grants::insert_code(conn, &code).await?;
     rows.push(audit::OwnedEvent {
         kind: "authorization_granted".into(),
         outcome: "success".into(),
-        user_id: Some(w.user_id),
-        client_id: Some(w.client_id),
-        detail: w.scopes,
-        at: w.now,
+        user_id: Some(code.user_id),
+        client_id: Some(code.client_id),
+        detail: code.scopes,
+        at: code.now,
         ..Default::default()
     });
     Ok(())

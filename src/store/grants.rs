@@ -123,43 +123,45 @@ pub struct CodeRow {
     pub expires_at: i64,
 }
 
-pub struct NewCode<'a> {
-    pub code_hash: &'a str,
-    pub grant_id: &'a str,
-    pub client_id: &'a str,
-    pub user_id: &'a str,
-    pub redirect_uri: &'a str,
-    pub code_challenge: Option<&'a str>,
-    pub nonce: Option<&'a str>,
-    pub scopes: &'a str,
+/// A code to store; owned, so that a grant batch's work can hold it and run again.
+#[derive(Clone)]
+pub struct NewCode {
+    pub code_hash: String,
+    pub grant_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub redirect_uri: String,
+    pub code_challenge: Option<String>,
+    pub nonce: Option<String>,
+    pub scopes: String,
     pub auth_time: i64,
-    pub amr: &'a str,
-    pub sid: &'a str,
-    pub idp: &'a str,
+    pub amr: String,
+    pub sid: String,
+    pub idp: String,
     pub now: i64,
     pub expires_at: i64,
 }
 
-pub async fn insert_code(conn: &mut AnyConnection, c: &NewCode<'_>) -> Result<(), sqlx::Error> {
+pub async fn insert_code(conn: &mut AnyConnection, c: &NewCode) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO auth_codes (code_hash, grant_id, client_id, user_id, redirect_uri, code_challenge, \
          nonce, scopes, auth_time, amr, sid, created_at, expires_at, idp) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
-    .bind(c.code_hash)
-    .bind(c.grant_id)
-    .bind(c.client_id)
-    .bind(c.user_id)
-    .bind(c.redirect_uri)
-    .bind(c.code_challenge)
-    .bind(c.nonce)
-    .bind(c.scopes)
+    .bind(&c.code_hash)
+    .bind(&c.grant_id)
+    .bind(&c.client_id)
+    .bind(&c.user_id)
+    .bind(&c.redirect_uri)
+    .bind(&c.code_challenge)
+    .bind(&c.nonce)
+    .bind(&c.scopes)
     .bind(c.auth_time)
-    .bind(c.amr)
-    .bind(c.sid)
+    .bind(&c.amr)
+    .bind(&c.sid)
     .bind(c.now)
     .bind(c.expires_at)
-    .bind(c.idp)
+    .bind(&c.idp)
     .execute(conn)
     .await?;
     Ok(())

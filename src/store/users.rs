@@ -111,6 +111,16 @@ pub async fn find_with_revoked_jti(
     super::grants::find_with_revoked_jti(store, &BY_ID_WITH_REVOKED_JTI, id, jti).await
 }
 
+/// [`COLUMNS`] of the `u` (users) side of a join, built once: [`find_by_grant`] runs on every
+/// code exchange and refresh.
+static GRANT_COLUMNS: LazyLock<String> = LazyLock::new(|| {
+    COLUMNS
+        .split(", ")
+        .map(|c| format!("u.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
 /// The account an authorization code (`table` "auth_codes", `key` "code_hash") or a refresh
 /// token ("refresh_tokens", "token_hash") belongs to, read before the grant's write
 /// transaction, so SQLite's one writer does only writes. `table` and `key` are the token
@@ -122,11 +132,7 @@ pub async fn find_by_grant(
     key: &'static str,
     hash: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
-    let columns = COLUMNS
-        .split(", ")
-        .map(|c| format!("u.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let columns = &*GRANT_COLUMNS;
     let sql = format!(
         "SELECT {columns} FROM {table} g JOIN users u ON u.id = g.user_id WHERE g.{key} = $1"
     );
