@@ -354,6 +354,10 @@ pub struct DatabaseConfig {
     /// deleted.
     #[serde(with = "duration")]
     pub sweep_interval: Duration,
+    /// PostgreSQL: keep the clients and the revoked access-token ids in memory, kept current
+    /// by `LISTEN`/`NOTIFY` (see `store::mirror`). Off: every request reads them from the
+    /// database.
+    pub mirror: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -459,6 +463,7 @@ impl Default for DatabaseConfig {
             connect_timeout: Duration::from_secs(10),
             acquire_timeout: Duration::from_secs(3),
             sweep_interval: Duration::from_secs(600),
+            mirror: true,
         }
     }
 }

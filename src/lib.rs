@@ -147,6 +147,7 @@ impl Application {
             .keys
             .clone()
             .spawn_refresh(state.config.keys.refresh, stop.clone());
+        let mirror = state.store.spawn_mirror(stop.clone());
         let sweeper = housekeeping::spawn(
             state.store.clone(),
             state.config.database.sweep_interval,
@@ -180,6 +181,9 @@ impl Application {
         stop.cancel();
         let _ = refresher.await;
         let _ = sweeper.await;
+        if let Some(mirror) = mirror {
+            let _ = mirror.await;
+        }
         state.store.close().await;
         result
     }

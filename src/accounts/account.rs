@@ -412,6 +412,9 @@ async fn revoke_app_post(
         store::audit::insert(&mut tx, &e, now).await?;
     }
     tx.commit().await?;
+    if revoked {
+        state.store.settle().await;
+    }
     session
         .flash(if revoked {
             "The app no longer has access to your account."

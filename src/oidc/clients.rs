@@ -191,6 +191,7 @@ pub async fn register(
     let mut tx = store.begin_write().await?;
     store::clients::upsert(&mut tx, &client, now).await?;
     tx.commit().await?;
+    store.settle().await;
     Ok((client, secret))
 }
 

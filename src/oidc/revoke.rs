@@ -38,6 +38,7 @@ async fn revoke(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<()
         .map_err(|e| OAuthError::invalid_request(e.to_string()))?;
     let now = store::now_unix();
     let mut tx = state.store.begin_write().await?;
+    let mut revoked_any = true;
     if let Some(info) = grants::refresh_info(&mut tx, &token_hash(token)).await? {
         // §2.1: a client may only revoke its own tokens.
         if info.client_id != client.id {
@@ -74,8 +75,14 @@ async fn revoke(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<()
             ..Default::default()
         };
         audit::insert(&mut tx, &e, now).await?;
+    } else {
+        // Anything else (expired, garbage, not ours): nothing to do, and not an error (§2.2).
+        revoked_any = false;
     }
-    // Anything else (expired, garbage, not ours): nothing to do, and not an error (§2.2).
     tx.commit().await?;
+    if revoked_any {
+        // §2.2: "invalidation takes place immediately": this replica's next answer knows.
+        state.store.settle().await;
+    }
     Ok(())
 }

@@ -435,7 +435,10 @@ async fn exchange_code(
     let (row, refresh_token) = match outcome {
         Exchanged::Issued { row, refresh_token } => (row, refresh_token),
         Exchanged::Refused(why) => return Err(grant_error(why)),
-        Exchanged::Replayed => return Err(grant_error("the authorization code was already used")),
+        Exchanged::Replayed => {
+            state.store.settle().await;
+            return Err(grant_error("the authorization code was already used"));
+        }
         Exchanged::Unknown => return Err(grant_error("the authorization code is invalid")),
     };
     let grant = Grant {
@@ -573,6 +576,7 @@ async fn refresh(
     let row = match outcome {
         Refreshed::Rotated(row) => row,
         Refreshed::Reused => {
+            state.store.settle().await;
             return Err(grant_error(
                 "the refresh token was already used; its whole family is now revoked",
             ));

@@ -6,6 +6,7 @@ use sqlx::{AnyConnection, FromRow};
 
 use super::Store;
 use super::inline::FromSqlite;
+use super::mirror::Lookup;
 
 #[derive(Clone, FromRow)]
 pub struct ClientRow {
@@ -134,7 +135,8 @@ pub async fn by_id(conn: &mut AnyConnection, id: &str) -> Result<Option<Client>,
     Ok(row.map(Client::from))
 }
 
-/// [`by_id`] as a point read of the store: on SQLite on the calling thread.
+/// [`by_id`] as a point read of the store: on SQLite on the calling thread, on PostgreSQL
+/// from the replica's mirror when it holds the client.
 pub async fn find(store: &Store, id: &str) -> Result<Option<Client>, sqlx::Error> {
     if let Some(Ok(row)) = store
         .inline()
@@ -142,17 +144,29 @@ pub async fn find(store: &Store, id: &str) -> Result<Option<Client>, sqlx::Error
     {
         return Ok(row.map(Client::from));
     }
-    by_id(&mut *store.read().await?, id).await
+    let generation = match store.mirror().map(|m| m.client(id)) {
+        Some(Lookup::Known(client)) => return Ok(Some(client)),
+        Some(Lookup::Unknown { generation }) => Some(generation),
+        Some(Lookup::Untrusted) | None => None,
+    };
+    let found = by_id(&mut *store.read().await?, id).await?;
+    if let (Some(generation), Some(client), Some(mirror)) = (generation, &found, store.mirror()) {
+        mirror.keep_client(generation, client);
+    }
+    Ok(found)
 }
 
 /// The client `id` and whether the access token `jti` is revoked, in one read (for
-/// introspection, which needs both and is answered on a database across the network): a
-/// point read of the store, on SQLite on the calling thread.
+/// introspection, which needs both): on SQLite on the calling thread; on PostgreSQL from the
+/// replica's mirror when it is current, else in one round trip.
 pub async fn find_with_revoked_jti(
     store: &Store,
     id: &str,
     jti: &str,
 ) -> Result<Option<(Client, bool)>, sqlx::Error> {
+    if let Some(revoked) = store.mirror().and_then(|m| m.revoked(jti)) {
+        return Ok(find(store, id).await?.map(|client| (client, revoked)));
+    }
     let found =
         super::grants::find_with_revoked_jti::<ClientRow>(store, &BY_ID_WITH_REVOKED_JTI, id, jti);
     Ok(found

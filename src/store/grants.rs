@@ -427,8 +427,12 @@ pub async fn is_jti_revoked(conn: &mut AnyConnection, jti: &str) -> Result<bool,
     Ok(found.is_some())
 }
 
-/// [`is_jti_revoked`] as a point read of the store: on SQLite on the calling thread.
+/// [`is_jti_revoked`] as a point read of the store: on SQLite on the calling thread, on
+/// PostgreSQL from the replica's mirror when it is current.
 pub async fn jti_revoked(store: &Store, jti: &str) -> Result<bool, sqlx::Error> {
+    if let Some(revoked) = store.mirror().and_then(|m| m.revoked(jti)) {
+        return Ok(revoked);
+    }
     if let Some(Ok(found)) = store
         .inline()
         .map(|r| r.exists(JTI_REVOKED, &[("$1", &jti as &dyn ToSql)]))

@@ -26,6 +26,7 @@ pub mod grants;
 pub mod identities;
 pub mod inline;
 pub mod keys;
+pub mod mirror;
 pub mod sessions;
 pub mod tokens;
 pub mod users;
@@ -78,6 +79,9 @@ pub struct Store {
     wal: Option<Arc<durable::WalSync>>,
     /// SQLite on a file only: the point reads run on the calling thread ([`inline`]).
     inline: Option<Arc<inline::Readers>>,
+    /// PostgreSQL only (unless `database.mirror` is off): clients and revoked token ids in
+    /// memory ([`mirror`]); trusted only once a server has started its listener.
+    mirror: Option<Arc<mirror::Mirror>>,
     /// The queues of [`Store::write_grant`] and [`Store::append_audit`], started at their first
     /// use.
     grants: Arc<OnceLock<batch::Queues>>,
@@ -186,6 +190,8 @@ impl Store {
             DatabaseKind::Postgres => (config.database_url.clone(), None),
         };
         let inline = file.clone().map(|f| Arc::new(inline::Readers::new(f)));
+        let mirror = (kind == DatabaseKind::Postgres && config.database.mirror)
+            .then(|| Arc::new(mirror::Mirror::new(config.database_url.clone())));
         let wal = file.map(|f| Arc::new(durable::WalSync::new(f)));
         let connect_error = |e: sqlx::Error| OpenError::Connect {
             url: redact_url(&config.database_url),
@@ -251,6 +257,7 @@ impl Store {
             kind,
             wal,
             inline,
+            mirror,
             grants: Arc::default(),
         })
     }
@@ -308,6 +315,28 @@ impl Store {
     /// SQLite on a file: the readers that answer point reads on the calling thread.
     pub fn inline(&self) -> Option<&inline::Readers> {
         self.inline.as_deref()
+    }
+
+    /// PostgreSQL: the in-memory mirror of clients and revoked token ids, when it is current.
+    pub fn mirror(&self) -> Option<&mirror::Mirror> {
+        self.mirror.as_deref()
+    }
+
+    /// Starts keeping the mirror current (a server does; the CLI never trusts one), until
+    /// `stop`. `None` without a mirror.
+    pub fn spawn_mirror(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        self.mirror.as_ref().map(|m| m.spawn(stop))
+    }
+
+    /// After a committed change to a client or a revocation: returns once this replica's
+    /// mirror knows of it (a no-op without a trusted mirror), so the next answer does.
+    pub async fn settle(&self) {
+        if let Some(mirror) = &self.mirror {
+            mirror.settle(&self.writer).await;
+        }
     }
 
     /// A connection from the reader pool.

@@ -157,6 +157,23 @@ impl TestApp {
     pub async fn start_on(listener: TcpListener, mut config: Config, issuer_path: &str) -> Self {
         let addr = listener.local_addr().unwrap();
         config.issuer = format!("http://{addr}{issuer_path}");
+        Self::serve(listener, config).await
+    }
+
+    /// A second replica of `self` on the same database: the same issuer (as behind a load
+    /// balancer), its own port; [`TestApp::url`] reaches this replica.
+    pub async fn replica(&self, db: &TestDb) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = test_config(&db.url);
+        config.issuer.clone_from(&self.state.config.issuer);
+        let mut app = Self::serve(listener, config).await;
+        app.issuer = format!("http://{addr}");
+        app
+    }
+
+    async fn serve(listener: TcpListener, mut config: Config) -> Self {
+        let addr = listener.local_addr().unwrap();
         config.bind = addr.to_string();
         let issuer = config.issuer.clone();
         let outbox_dir = tempfile::tempdir().unwrap();

@@ -10,5 +10,6 @@ mod foundation;
 mod fuzz_corpus;
 mod hostile;
 mod logs;
+mod mirror;
 mod oauth;
 mod upstream;

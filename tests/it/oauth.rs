@@ -1195,13 +1195,19 @@ async fn revocation_and_introspection(backend: Backend) {
     );
 
     // On SQLite the client, account and revocation reads above were made on the request's
-    // own thread, none through the pool; PostgreSQL has no such readers.
+    // own thread, none through the pool; on PostgreSQL the clients and the revocations came
+    // from the replica's mirror.
     match backend {
         Backend::Sqlite => {
             let (served, fell_back) = app.state.store.inline().unwrap().counts();
             assert!(served >= 10 && fell_back == 0, "{served} / {fell_back}");
+            assert!(app.state.store.mirror().is_none());
         }
-        Backend::Postgres(_) => assert!(app.state.store.inline().is_none()),
+        Backend::Postgres(_) => {
+            assert!(app.state.store.inline().is_none());
+            let (served, database) = app.state.store.mirror().unwrap().counts();
+            assert!(served >= 10, "{served} / {database}");
+        }
     }
 }
 
