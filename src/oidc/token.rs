@@ -15,6 +15,7 @@ use super::error::{Code, OAuthError};
 use super::params::Params;
 use super::paths;
 use super::tokens::{self, IdTokenInput};
+use crate::config::DatabaseKind;
 use crate::crypto::secrets::{constant_time_eq, random_token, token_hash};
 use crate::crypto::{b64url, sha256};
 use crate::state::AppState;
@@ -291,6 +292,8 @@ impl Family<'_> {
 enum Exchanged {
     Issued {
         row: Box<grants::CodeRow>,
+        /// The account, when the writes read it (PostgreSQL).
+        user: Option<Box<users::UserRow>>,
         refresh_token: Option<String>,
     },
     Refused(&'static str),
@@ -304,7 +307,8 @@ enum Exchanged {
 struct ExchangeWrite {
     code_hash: String,
     client: Client,
-    user_id: String,
+    /// The account read before the writes (SQLite); `None`: the writes read it (PostgreSQL).
+    user_id: Option<String>,
     redirect_uri: String,
     verifier: Option<String>,
     jti: String,
@@ -324,8 +328,10 @@ async fn exchange_writes(
 ) -> Result<Exchanged, sqlx::Error> {
     let now = w.now;
     let client = &w.client;
-    let row = match grants::use_code(conn, &w.code_hash, now, &w.jti, w.access_exp).await? {
-        CodeUse::Fresh(row) => row,
+    let read_user = w.user_id.is_none();
+    let access = (w.jti.as_str(), w.access_exp);
+    let (row, user) = match grants::use_code(conn, &w.code_hash, now, access, read_user).await? {
+        CodeUse::Fresh(row, user) => (row, user),
         CodeUse::Replayed { grant_id } => {
             // RFC 6749 §4.1.2: a code used twice revokes what the first use issued.
             let revoked = grants::revoke_grant(conn, &grant_id, now).await?;
@@ -350,7 +356,7 @@ async fn exchange_writes(
         Some("redirect_uri does not match the authorization request")
     } else if !pkce_ok(row.code_challenge.as_deref(), w.verifier.as_deref()) {
         Some("the PKCE code_verifier does not match")
-    } else if row.user_id != w.user_id {
+    } else if w.user_id.as_ref().is_some_and(|id| *id != row.user_id) {
         // The account was read before the transaction; a code never changes hands, so this
         // cannot happen, but tokens are never minted from a mismatch.
         Some("the authorization code is invalid")
@@ -396,7 +402,11 @@ async fn exchange_writes(
         "authorization_code",
         now,
     ));
-    Ok(Exchanged::Issued { row, refresh_token })
+    Ok(Exchanged::Issued {
+        row,
+        user,
+        refresh_token,
+    })
 }
 
 async fn exchange_code(
@@ -408,16 +418,22 @@ async fn exchange_code(
 ) -> Result<TokenResponse, OAuthError> {
     let now = store::now_unix();
     let code_hash = token_hash(code);
-    // The account is read on a reader connection first: SQLite's one writer is the scarce
-    // resource, so the write transaction does only writes. No account means no such code
-    // (deleting an account deletes its codes).
-    let user = users::find_by_grant(&state.store, "auth_codes", "code_hash", &code_hash)
-        .await?
-        .ok_or_else(|| grant_error("the authorization code is invalid"))?;
+    // On SQLite the account is read on a reader connection first: its one writer is the
+    // scarce resource, so the write transaction does only writes. No account means no such
+    // code (deleting an account deletes its codes). On PostgreSQL the statement that spends
+    // the code reads it.
+    let user = match state.store.kind() {
+        DatabaseKind::Sqlite => Some(
+            users::find_by_grant(&state.store, "auth_codes", "code_hash", &code_hash)
+                .await?
+                .ok_or_else(|| grant_error("the authorization code is invalid"))?,
+        ),
+        DatabaseKind::Postgres => None,
+    };
     let write = ExchangeWrite {
         code_hash,
         client: client.clone(),
-        user_id: user.id.clone(),
+        user_id: user.as_ref().map(|u| u.id.clone()),
         redirect_uri: redirect_uri.to_owned(),
         verifier: verifier.map(str::to_owned),
         jti: tokens::new_jti(),
@@ -432,8 +448,15 @@ async fn exchange_code(
         .store
         .write_grant(move |conn, rows| Box::pin(exchange_writes(conn, rows, write.clone())))
         .await?;
-    let (row, refresh_token) = match outcome {
-        Exchanged::Issued { row, refresh_token } => (row, refresh_token),
+    let (row, user, refresh_token) = match outcome {
+        Exchanged::Issued {
+            row,
+            user: read,
+            refresh_token,
+        } => match read.map(|u| *u).or(user) {
+            Some(user) => (row, user, refresh_token),
+            None => return Err(grant_error("the authorization code is invalid")),
+        },
         Exchanged::Refused(why) => return Err(grant_error(why)),
         Exchanged::Replayed => {
             state.store.settle().await;
@@ -453,9 +476,10 @@ async fn exchange_code(
     Ok(grant.respond(state, jti, scope, row.nonce.as_deref(), refresh_token, now)?)
 }
 
-/// What a refresh's writes found and did.
+/// What a refresh's writes found and did: the spent token's row, and the account when the
+/// writes read it (PostgreSQL).
 enum Refreshed {
-    Rotated(grants::RefreshRow),
+    Rotated(Box<grants::RefreshRow>, Option<Box<users::UserRow>>),
     Reused,
     Dead,
 }
@@ -464,7 +488,8 @@ enum Refreshed {
 struct RefreshWrite {
     token_hash: String,
     client_id: String,
-    user_id: String,
+    /// The account read before the writes (SQLite); `None`: the writes read it (PostgreSQL).
+    user_id: Option<String>,
     jti: String,
     access_exp: i64,
     next: NextRefresh,
@@ -478,25 +503,17 @@ async fn refresh_writes(
     w: RefreshWrite,
 ) -> Result<Refreshed, sqlx::Error> {
     let now = w.now;
+    let Some(user_id) = &w.user_id else {
+        return rotate_in_one(conn, rows, &w).await;
+    };
     let row = match grants::use_refresh(conn, &w.token_hash, &w.client_id, now).await? {
         RefreshUse::Fresh(row) => row,
         RefreshUse::Reused { family_id, .. } => {
-            // RFC 9700 §4.14.2: a rotated token used again means it leaked; end the family.
-            let revoked = grants::revoke_family(conn, &family_id, now).await?;
-            let detail = format!("family revoked: {revoked} token(s)");
-            rows.push(audit_row(
-                "refresh_token_reused",
-                "refused",
-                &w.client_id,
-                None,
-                &detail,
-                now,
-            ));
-            return Ok(Refreshed::Reused);
+            return revoke_reused(conn, rows, &family_id, &w.client_id, now).await;
         }
         RefreshUse::Dead => return Ok(Refreshed::Dead),
     };
-    if row.user_id.as_deref() != Some(w.user_id.as_str()) {
+    if row.user_id.as_deref() != Some(user_id.as_str()) {
         // As for codes: read before, never changes; no tokens from a mismatch.
         return Ok(Refreshed::Dead);
     }
@@ -504,7 +521,7 @@ async fn refresh_writes(
         id: &row.family_id,
         expires_at: row.family_expires_at,
         client_id: &w.client_id,
-        user_id: &w.user_id,
+        user_id,
         scopes: &row.scopes,
         auth_time: row.auth_time,
         amr: &row.amr,
@@ -518,11 +535,69 @@ async fn refresh_writes(
         "token_refreshed",
         "success",
         &w.client_id,
-        Some(&w.user_id),
+        Some(user_id),
         "",
         now,
     ));
-    Ok(Refreshed::Rotated(row))
+    Ok(Refreshed::Rotated(Box::new(row), None))
+}
+
+/// [`refresh_writes`] on PostgreSQL: the token spent, its successor stored and the account
+/// read in one statement ([`grants::rotate_refresh`]), where each statement is a network
+/// round trip and work for a backend on the same cores.
+async fn rotate_in_one(
+    conn: &mut sqlx::AnyConnection,
+    rows: &mut Vec<audit::OwnedEvent>,
+    w: &RefreshWrite,
+) -> Result<Refreshed, sqlx::Error> {
+    let rotation = grants::Rotation {
+        token_hash: &w.token_hash,
+        client_id: &w.client_id,
+        now: w.now,
+        next_hash: &token_hash(&w.next.token),
+        next_expires_at: w.now.saturating_add(w.next.ttl),
+        access_jti: &w.jti,
+        access_exp: w.access_exp,
+    };
+    if let Some((row, user)) = grants::rotate_refresh(conn, &rotation).await? {
+        rows.push(audit_row(
+            "token_refreshed",
+            "success",
+            &w.client_id,
+            Some(&user.id),
+            "",
+            w.now,
+        ));
+        return Ok(Refreshed::Rotated(Box::new(row), Some(Box::new(user))));
+    }
+    match grants::refresh_state(conn, &w.token_hash).await? {
+        RefreshUse::Reused { family_id, .. } => {
+            revoke_reused(conn, rows, &family_id, &w.client_id, w.now).await
+        }
+        RefreshUse::Fresh(_) | RefreshUse::Dead => Ok(Refreshed::Dead),
+    }
+}
+
+/// RFC 9700 §4.14.2: a rotated refresh token used again means it leaked; the whole family
+/// ends.
+async fn revoke_reused(
+    conn: &mut sqlx::AnyConnection,
+    rows: &mut Vec<audit::OwnedEvent>,
+    family_id: &str,
+    client_id: &str,
+    now: i64,
+) -> Result<Refreshed, sqlx::Error> {
+    let revoked = grants::revoke_family(conn, family_id, now).await?;
+    let detail = format!("family revoked: {revoked} token(s)");
+    rows.push(audit_row(
+        "refresh_token_reused",
+        "refused",
+        client_id,
+        None,
+        &detail,
+        now,
+    ));
+    Ok(Refreshed::Reused)
 }
 
 async fn refresh(
@@ -534,10 +609,17 @@ async fn refresh(
     let now = store::now_unix();
     let hash = token_hash(token);
     let dead = || grant_error("the refresh token is invalid, expired or revoked");
-    // As for the code: the account is read before the write transaction, on a reader.
-    let user = users::find_by_grant(&state.store, "refresh_tokens", "token_hash", &hash)
-        .await?
-        .ok_or_else(dead)?;
+    // As for the code: on SQLite the account is read before the write transaction, on a
+    // reader (its one writer is the scarce resource); on PostgreSQL the writes read it in
+    // their one statement.
+    let user = match state.store.kind() {
+        DatabaseKind::Sqlite => Some(
+            users::find_by_grant(&state.store, "refresh_tokens", "token_hash", &hash)
+                .await?
+                .ok_or_else(dead)?,
+        ),
+        DatabaseKind::Postgres => None,
+    };
     // RFC 6749 §6: the scope may narrow, never widen. Checked before the token is spent, so a
     // client asking for too much can retry with the same token. (A family's scope never
     // changes, so reading it here is as good as reading it in the transaction.)
@@ -562,7 +644,7 @@ async fn refresh(
     let write = RefreshWrite {
         token_hash: hash,
         client_id: client.id.clone(),
-        user_id: user.id.clone(),
+        user_id: user.as_ref().map(|u| u.id.clone()),
         jti: tokens::new_jti(),
         access_exp: tokens::access_exp(&state.config, now),
         next: NextRefresh::new(state),
@@ -573,8 +655,11 @@ async fn refresh(
         .store
         .write_grant(move |conn, rows| Box::pin(refresh_writes(conn, rows, write.clone())))
         .await?;
-    let row = match outcome {
-        Refreshed::Rotated(row) => row,
+    let (row, user) = match outcome {
+        Refreshed::Rotated(row, read) => match read.map(|u| *u).or(user) {
+            Some(user) => (row, user),
+            None => return Err(dead()),
+        },
         Refreshed::Reused => {
             state.store.settle().await;
             return Err(grant_error(

@@ -169,8 +169,8 @@ pub async fn insert_code(conn: &mut AnyConnection, c: &NewCode) -> Result<(), sq
 
 /// What happened when a code was presented.
 pub enum CodeUse {
-    /// First use: the code's row (it is now marked used).
-    Fresh(Box<CodeRow>),
+    /// First use: the code's row (it is now marked used), and its account when asked for.
+    Fresh(Box<CodeRow>, Option<Box<super::users::UserRow>>),
     /// Used before: the grant it belonged to.
     Replayed {
         grant_id: String,
@@ -178,30 +178,53 @@ pub enum CodeUse {
     Unknown,
 }
 
-/// Marks the code used — in the same statement that checks it was unused — and returns it.
+const USE_CODE: &str = "UPDATE auth_codes SET used_at = $1, access_jti = $3, access_exp = $4 \
+     WHERE code_hash = $2 AND used_at IS NULL \
+     RETURNING grant_id, client_id, user_id, redirect_uri, code_challenge, nonce, scopes, auth_time, \
+     amr, sid, idp, expires_at";
+
+/// [`USE_CODE`] that also reads the code's account, in the same statement (PostgreSQL: a
+/// data-modifying `WITH`, which SQLite lacks). Deleting an account deletes its codes, so a
+/// spent code always has one.
+static USE_CODE_READING_USER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH used AS ({USE_CODE}) \
+         SELECT g.grant_id, g.client_id, g.user_id, g.redirect_uri, g.code_challenge, g.nonce, \
+         g.scopes, g.auth_time, g.amr, g.sid, g.idp, g.expires_at, {} \
+         FROM used g JOIN users u ON u.id = g.user_id",
+        &*super::users::GRANT_COLUMNS
+    )
+});
+
+/// Marks the code used — in the same statement that checks it was unused — and returns it,
+/// with its account when `read_user` (PostgreSQL, where each statement is a round trip).
 /// The same statement records the access token the exchange is about to issue (`access_jti`,
 /// `access_exp`), so a replay of the code can revoke it.
 pub async fn use_code(
     conn: &mut AnyConnection,
     code_hash: &str,
     now: i64,
-    access_jti: &str,
-    access_exp: i64,
+    (access_jti, access_exp): (&str, i64),
+    read_user: bool,
 ) -> Result<CodeUse, sqlx::Error> {
-    let row: Option<CodeRow> = sqlx::query_as(
-        "UPDATE auth_codes SET used_at = $1, access_jti = $3, access_exp = $4 \
-         WHERE code_hash = $2 AND used_at IS NULL \
-         RETURNING grant_id, client_id, user_id, redirect_uri, code_challenge, nonce, scopes, auth_time, \
-         amr, sid, idp, expires_at",
-    )
-    .bind(now)
-    .bind(code_hash)
-    .bind(access_jti)
-    .bind(access_exp)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let sql = if read_user {
+        USE_CODE_READING_USER.as_str()
+    } else {
+        USE_CODE
+    };
+    let row: Option<AnyRow> = sqlx::query(sql)
+        .bind(now)
+        .bind(code_hash)
+        .bind(access_jti)
+        .bind(access_exp)
+        .fetch_optional(&mut *conn)
+        .await?;
     if let Some(row) = row {
-        return Ok(CodeUse::Fresh(Box::new(row)));
+        let user = match read_user {
+            true => Some(Box::new(super::users::UserRow::from_row(&row)?)),
+            false => None,
+        };
+        return Ok(CodeUse::Fresh(Box::new(CodeRow::from_row(&row)?), user));
     }
     let grant: Option<String> =
         sqlx::query_scalar("SELECT grant_id FROM auth_codes WHERE code_hash = $1")
@@ -324,6 +347,76 @@ pub async fn use_refresh(
     if let Some(row) = row {
         return Ok(RefreshUse::Fresh(row));
     }
+    refresh_state(conn, token_hash).await
+}
+
+/// A refresh token's rotation, for [`rotate_refresh`].
+pub struct Rotation<'a> {
+    pub token_hash: &'a str,
+    pub client_id: &'a str,
+    pub now: i64,
+    /// The successor's hash, its access token, and its expiry before the family's cap.
+    pub next_hash: &'a str,
+    pub next_expires_at: i64,
+    pub access_jti: &'a str,
+    pub access_exp: i64,
+}
+
+/// PostgreSQL: spends a live refresh token of `client_id`, stores its successor and reads the
+/// account, in one statement (data-modifying `WITH`, which SQLite lacks): what
+/// [`use_refresh`], [`insert_refresh`] and the account's read before the batch do in three
+/// round trips. The successor carries the family over (RFC 6749 §6: the original grant's
+/// scope). A token with no account is left alone, as `users::find_by_grant` leaves it.
+/// `Ok(None)`: nothing was spent; [`refresh_state`] tells why.
+pub async fn rotate_refresh(
+    conn: &mut AnyConnection,
+    r: &Rotation<'_>,
+) -> Result<Option<(RefreshRow, super::users::UserRow)>, sqlx::Error> {
+    static ROTATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH used AS (\
+               UPDATE refresh_tokens SET used_at = $1 \
+               WHERE token_hash = $2 AND client_id = $3 AND used_at IS NULL \
+               AND revoked_at IS NULL AND expires_at > $1 \
+               AND EXISTS (SELECT 1 FROM users WHERE users.id = refresh_tokens.user_id) \
+               RETURNING family_id, client_id, user_id, scopes, auth_time, amr, sid, idp, \
+               expires_at, family_expires_at), \
+             successor AS (\
+               INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scopes, \
+               auth_time, amr, sid, created_at, expires_at, family_expires_at, access_jti, \
+               access_exp, idp) \
+               SELECT $4, family_id, client_id, user_id, scopes, auth_time, amr, sid, $1, \
+               LEAST($5, family_expires_at), family_expires_at, $6, $7, idp FROM used) \
+             SELECT g.family_id, g.client_id, g.user_id, g.scopes, g.auth_time, g.amr, g.sid, \
+             g.idp, g.expires_at, g.family_expires_at, {} \
+             FROM used g JOIN users u ON u.id = g.user_id",
+            &*super::users::GRANT_COLUMNS
+        )
+    });
+    let row: Option<AnyRow> = sqlx::query(&ROTATE)
+        .bind(r.now)
+        .bind(r.token_hash)
+        .bind(r.client_id)
+        .bind(r.next_hash)
+        .bind(r.next_expires_at)
+        .bind(r.access_jti)
+        .bind(r.access_exp)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|row| {
+        Ok((
+            RefreshRow::from_row(&row)?,
+            super::users::UserRow::from_row(&row)?,
+        ))
+    })
+    .transpose()
+}
+
+/// Why a refresh token could not be spent: used before ([`RefreshUse::Reused`]) or not live.
+pub async fn refresh_state(
+    conn: &mut AnyConnection,
+    token_hash: &str,
+) -> Result<RefreshUse, sqlx::Error> {
     let found: Option<(String, String, Option<i64>)> = sqlx::query_as(
         "SELECT family_id, client_id, used_at FROM refresh_tokens WHERE token_hash = $1",
     )

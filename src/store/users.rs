@@ -113,7 +113,7 @@ pub async fn find_with_revoked_jti(
 
 /// [`COLUMNS`] of the `u` (users) side of a join, built once: [`find_by_grant`] runs on every
 /// code exchange and refresh.
-static GRANT_COLUMNS: LazyLock<String> = LazyLock::new(|| {
+pub(super) static GRANT_COLUMNS: LazyLock<String> = LazyLock::new(|| {
     COLUMNS
         .split(", ")
         .map(|c| format!("u.{c}"))
