@@ -229,10 +229,12 @@ impl Mirror {
     /// Applies one announcement; `false` for one it does not understand.
     #[must_use]
     fn hear(&self, payload: &str) -> bool {
-        let mut words = payload.splitn(3, ' ');
-        match (words.next(), words.next(), words.next()) {
-            (Some("ping"), Some(instance), Some(sent)) if instance == self.instance => {
-                if let Ok(sent) = sent.parse::<u64>() {
+        // The kind, then its words; a client id or a jti is the rest of the line, spaces and
+        // all.
+        let (kind, rest) = payload.split_once(' ').unwrap_or((payload, ""));
+        match (kind, rest.split_once(' ')) {
+            ("ping", Some((instance, sent))) => {
+                if let (true, Ok(sent)) = (instance == self.instance, sent.parse::<u64>()) {
                     let until = sent.saturating_add(nanos(TRUST_FOR));
                     self.trusted_until.fetch_max(until, Ordering::AcqRel);
                     self.heard.send_if_modified(|heard| {
@@ -242,10 +244,9 @@ impl Mirror {
                     });
                 }
             }
-            (Some("ping"), ..) => {}
-            (Some("client"), Some(id), None) => self.forget_client(Some(id)),
-            (Some("clients"), None, None) => self.forget_client(None),
-            (Some("jti"), Some(expires_at), Some(jti)) => {
+            ("client", _) if !rest.is_empty() => self.forget_client(Some(rest)),
+            ("clients", _) if rest.is_empty() => self.forget_client(None),
+            ("jti", Some((expires_at, jti))) => {
                 let expires_at = expires_at.parse().unwrap_or(i64::MAX);
                 let mut revoked = self.revoked.write().unwrap_or_else(|e| e.into_inner());
                 revoked.insert(jti.to_owned(), expires_at);
@@ -503,6 +504,18 @@ mod tests {
         assert!(matches!(mirror.client("rp"), Lookup::Known(c) if c.id == "rp"));
         assert!(mirror.hear("client rp"));
         assert!(matches!(mirror.client("rp"), Lookup::Unknown { .. }));
+        // An id with a space is the whole rest of the line; a truncate drops them all.
+        for id in ["web app", "rp"] {
+            let Lookup::Unknown { generation } = mirror.client(id) else {
+                panic!("not held yet");
+            };
+            mirror.keep_client(generation, &client(id));
+        }
+        assert!(mirror.hear("client web app"));
+        assert!(matches!(mirror.client("web app"), Lookup::Unknown { .. }));
+        assert!(matches!(mirror.client("rp"), Lookup::Known(_)));
+        assert!(mirror.hear("clients"));
+        assert!(matches!(mirror.client("rp"), Lookup::Unknown { .. }));
     }
 
     #[test]
@@ -523,5 +536,9 @@ mod tests {
         let mirror = trusted_mirror();
         assert!(!mirror.hear("something new"));
         assert!(!mirror.trusted());
+        let mirror = trusted_mirror();
+        assert!(!mirror.hear("client "));
+        let mirror = trusted_mirror();
+        assert!(!mirror.hear("jti 12"));
     }
 }
