@@ -288,6 +288,35 @@ impl Family<'_> {
     }
 }
 
+/// The account behind a code (`table` "auth_codes", `key` "code_hash") or a refresh token
+/// ("refresh_tokens", "token_hash"), read before the grant's writes on SQLite: its one writer
+/// is the scarce resource, so the write transaction does only writes, and no account means no
+/// such grant (`missing`; deleting an account deletes its codes and tokens). `None` on
+/// PostgreSQL, where the statement that spends the grant reads it (see [`account`]).
+async fn account_first(
+    state: &AppState,
+    table: &'static str,
+    key: &'static str,
+    hash: &str,
+    missing: impl Fn() -> OAuthError,
+) -> Result<Option<users::UserRow>, OAuthError> {
+    match state.store.kind() {
+        DatabaseKind::Sqlite => match users::find_by_grant(&state.store, table, key, hash).await? {
+            Some(user) => Ok(Some(user)),
+            None => Err(missing()),
+        },
+        DatabaseKind::Postgres => Ok(None),
+    }
+}
+
+/// The grant's account: the one its writes read, else the one read before them.
+fn account(
+    read: Option<Box<users::UserRow>>,
+    before: Option<users::UserRow>,
+) -> Option<users::UserRow> {
+    read.map(|u| *u).or(before)
+}
+
 /// What a code exchange's writes found and did.
 enum Exchanged {
     Issued {
@@ -418,18 +447,8 @@ async fn exchange_code(
 ) -> Result<TokenResponse, OAuthError> {
     let now = store::now_unix();
     let code_hash = token_hash(code);
-    // On SQLite the account is read on a reader connection first: its one writer is the
-    // scarce resource, so the write transaction does only writes. No account means no such
-    // code (deleting an account deletes its codes). On PostgreSQL the statement that spends
-    // the code reads it.
-    let user = match state.store.kind() {
-        DatabaseKind::Sqlite => Some(
-            users::find_by_grant(&state.store, "auth_codes", "code_hash", &code_hash)
-                .await?
-                .ok_or_else(|| grant_error("the authorization code is invalid"))?,
-        ),
-        DatabaseKind::Postgres => None,
-    };
+    let invalid = || grant_error("the authorization code is invalid");
+    let user = account_first(state, "auth_codes", "code_hash", &code_hash, invalid).await?;
     let write = ExchangeWrite {
         code_hash,
         client: client.clone(),
@@ -453,16 +472,13 @@ async fn exchange_code(
             row,
             user: read,
             refresh_token,
-        } => match read.map(|u| *u).or(user) {
-            Some(user) => (row, user, refresh_token),
-            None => return Err(grant_error("the authorization code is invalid")),
-        },
+        } => (row, account(read, user).ok_or_else(invalid)?, refresh_token),
         Exchanged::Refused(why) => return Err(grant_error(why)),
         Exchanged::Replayed => {
             state.store.settle().await;
             return Err(grant_error("the authorization code was already used"));
         }
-        Exchanged::Unknown => return Err(grant_error("the authorization code is invalid")),
+        Exchanged::Unknown => return Err(invalid()),
     };
     let grant = Grant {
         client,
@@ -609,17 +625,7 @@ async fn refresh(
     let now = store::now_unix();
     let hash = token_hash(token);
     let dead = || grant_error("the refresh token is invalid, expired or revoked");
-    // As for the code: on SQLite the account is read before the write transaction, on a
-    // reader (its one writer is the scarce resource); on PostgreSQL the writes read it in
-    // their one statement.
-    let user = match state.store.kind() {
-        DatabaseKind::Sqlite => Some(
-            users::find_by_grant(&state.store, "refresh_tokens", "token_hash", &hash)
-                .await?
-                .ok_or_else(dead)?,
-        ),
-        DatabaseKind::Postgres => None,
-    };
+    let user = account_first(state, "refresh_tokens", "token_hash", &hash, dead).await?;
     // RFC 6749 §6: the scope may narrow, never widen. Checked before the token is spent, so a
     // client asking for too much can retry with the same token. (A family's scope never
     // changes, so reading it here is as good as reading it in the transaction.)
@@ -656,10 +662,7 @@ async fn refresh(
         .write_grant(move |conn, rows| Box::pin(refresh_writes(conn, rows, write.clone())))
         .await?;
     let (row, user) = match outcome {
-        Refreshed::Rotated(row, read) => match read.map(|u| *u).or(user) {
-            Some(user) => (row, user),
-            None => return Err(dead()),
-        },
+        Refreshed::Rotated(row, read) => (row, account(read, user).ok_or_else(dead)?),
         Refreshed::Reused => {
             state.store.settle().await;
             return Err(grant_error(
