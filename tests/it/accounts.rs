@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{Backend, Browser, TestApp, TestDb, run_tessera, test_config};
+use crate::helpers::{Backend, Browser, TestApp, TestDb, json_output, run_tessera, test_config};
 use crate::on_both_databases;
 
 on_both_databases!(
@@ -1000,12 +1000,7 @@ async fn security_events_reach_the_audit_log(backend: Backend) {
         dir.path(),
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let events: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let events = json_output(&out);
     let kinds: Vec<&str> = events
         .as_array()
         .unwrap()
@@ -1081,12 +1076,7 @@ async fn cli_manages_users(backend: Backend) {
         }
     };
     let out = create("oscar", "oscar@example.com", PASSWORD).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let created = json_output(&out);
     assert_eq!(created["username"], "oscar");
     assert_eq!(created["email_verified"], true);
     assert!(!String::from_utf8_lossy(&out.stdout).contains(PASSWORD));

@@ -5,7 +5,9 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, Proxy, TestApp, TestDb, eventually, run_tessera, test_config};
+use crate::helpers::{
+    Backend, Proxy, TestApp, TestDb, eventually, json_output, run_tessera, test_config,
+};
 use crate::on_both_databases;
 
 on_both_databases!(
@@ -294,12 +296,7 @@ async fn cli_rotation_reaches_the_running_server(backend: Backend) {
     ];
 
     let out = run_tessera(&["keys", "rotate", "--json"], &env, dir.path()).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rotated: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rotated = json_output(&out);
     let new_kid = rotated["kid"].as_str().unwrap().to_owned();
     assert_ne!(new_kid, first);
     assert_eq!(rotated["state"], "signing");
@@ -654,12 +651,7 @@ async fn an_unreachable_database_stops_start_up_with_one_line() {
 async fn sqlite_database_and_folder_are_created_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
     let out = run_tessera(&["migrate", "--json"], &[], dir.path()).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let applied: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let applied = json_output(&out);
     assert!(applied["applied"].as_u64().unwrap() >= 1);
     let path = dir.path().join("data/tessera.db");
     assert!(path.is_file(), "the default database is data/tessera.db");
@@ -774,12 +766,7 @@ async fn sweep_deletes_expired_rows_in_batches_and_keeps_live_ones(backend: Back
         dir.path(),
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = json_output(&out);
     assert_eq!(report["deleted"], expired + 2, "{report}");
     let left: Vec<String> = sqlx::query_scalar("SELECT jti FROM revoked_jti ORDER BY jti")
         .fetch_all(store.reader())

@@ -333,6 +333,21 @@ pub async fn run_tessera(args: &[&str], env: &[(&str, &str)], cwd: &std::path::P
         .unwrap()
 }
 
+/// Asserts that a run of the binary succeeded, showing its stderr when it did not.
+pub fn assert_succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The JSON a successful run of the binary printed (`--json`); asserts the success first.
+pub fn json_output(out: &Output) -> serde_json::Value {
+    assert_succeeded(out);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Stops a `tessera serve` child with SIGTERM; returns its exit status (within 15 s).
 pub async fn terminate(child: &mut tokio::process::Child) -> std::process::ExitStatus {
     let pid = child.id().unwrap().to_string();

@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde_json::Value;
 use sqlx::Connection;
 
-use crate::helpers::{Backend, TestApp, TestClient, TestDb, eventually, run_tessera};
+use crate::helpers::{
+    Backend, TestApp, TestClient, TestDb, assert_succeeded, eventually, json_output, run_tessera,
+};
 
 /// How long a change may take to reach another replica in these tests: the notification's
 /// delay is well under a millisecond here; this is the margin of a loaded CI machine.
@@ -19,6 +21,16 @@ async fn trusted(app: &TestApp) {
         eventually(Duration::from_secs(10), || async { mirror.trusted() }).await,
         "the mirror never became current"
     );
+}
+
+/// On PostgreSQL (when the suite has one): a fresh database, a server whose mirror is current,
+/// and a confidential client for `client_credentials`.
+async fn postgres_app() -> Option<(TestDb, TestApp, TestClient)> {
+    let db = TestDb::new(&Backend::postgres()?).await;
+    let app = TestApp::start(&db).await;
+    trusted(&app).await;
+    let service = app.client(false, &["client_credentials"], &[]).await;
+    Some((db, app, service))
 }
 
 async fn service_token(app: &TestApp, service: &TestClient) -> String {
@@ -46,15 +58,11 @@ fn with_secret(client: &TestClient, secret: &str) -> TestClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocations_and_client_changes_reach_every_replica() {
-    let Some(backend) = Backend::postgres() else {
+    let Some((db, a, service)) = postgres_app().await else {
         return;
     };
-    let db = TestDb::new(&backend).await;
-    let a = TestApp::start(&db).await;
     let b = a.replica(&db).await;
-    trusted(&a).await;
     trusted(&b).await;
-    let service = a.client(false, &["client_credentials"], &[]).await;
     let token = service_token(&a, &service).await;
 
     // Replica B answers from memory: the client once read, the revocation list always.
@@ -95,12 +103,7 @@ async fn revocations_and_client_changes_reach_every_replica() {
         dir.path(),
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rotated: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rotated = json_output(&out);
     let renewed = with_secret(&service, rotated["client_secret"].as_str().unwrap());
     for app in [&a, &b] {
         assert!(
@@ -115,11 +118,7 @@ async fn revocations_and_client_changes_reach_every_replica() {
 
     // Deleted by the CLI: no replica knows the client any more.
     let out = run_tessera(&["client", "delete", &service.id], &env, dir.path()).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     for app in [&a, &b] {
         assert!(
             eventually(PROPAGATION, || async {
@@ -135,15 +134,11 @@ async fn revocations_and_client_changes_reach_every_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_loses_its_listener_reads_the_database_until_it_has_loaded_again() {
-    let Some(backend) = Backend::postgres() else {
+    let Some((db, app, service)) = postgres_app().await else {
         return;
     };
-    let db = TestDb::new(&backend).await;
-    let app = TestApp::start(&db).await;
-    trusted(&app).await;
     let mirror = app.state.store.mirror().unwrap();
     assert_eq!(mirror.sessions(), 1);
-    let service = app.client(false, &["client_credentials"], &[]).await;
     let first = service_token(&app, &service).await;
     let second = service_token(&app, &service).await;
     assert_eq!(active(&app, &service, &first).await, Some(true));

@@ -6,7 +6,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
 use crate::helpers::{
-    Backend, Browser, TestApp, TestClient, TestDb, pkce, query_of, run_tessera, test_config,
+    Backend, Browser, TestApp, TestClient, TestDb, json_output, pkce, query_of, run_tessera,
+    test_config,
 };
 use crate::on_both_databases;
 
@@ -1321,12 +1322,7 @@ async fn cli_manages_clients(backend: Backend) {
         dir.path(),
     )
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let created = json_output(&out);
     let id = created["client_id"].as_str().unwrap().to_owned();
     let secret = created["client_secret"].as_str().unwrap().to_owned();
     assert!(secret.len() >= 43);
