@@ -151,13 +151,7 @@ async fn load(a: &Args) {
                         .await
                         .is_ok_and(|r| r.status().is_success()),
                     "post" => {
-                        let mut req = client
-                            .post(&url)
-                            .header("content-type", "application/x-www-form-urlencoded")
-                            .body(form.clone());
-                        if let Some((id, secret)) = &basic {
-                            req = req.basic_auth(id, Some(secret));
-                        }
+                        let req = form_post(&client, &url, form.clone(), basic.as_ref());
                         req.send().await.is_ok_and(|r| r.status().is_success())
                     }
                     "exchange" => {
@@ -166,13 +160,7 @@ async fn load(a: &Args) {
                             break;
                         };
                         let body = format!("{form}&code={code}");
-                        let mut req = client
-                            .post(&url)
-                            .header("content-type", "application/x-www-form-urlencoded")
-                            .body(body);
-                        if let Some((id, secret)) = &basic {
-                            req = req.basic_auth(id, Some(secret));
-                        }
+                        let req = form_post(&client, &url, body, basic.as_ref());
                         req.send().await.is_ok_and(|r| r.status().is_success())
                     }
                     "refresh" => {
@@ -183,13 +171,12 @@ async fn load(a: &Args) {
                             stop.store(true, Ordering::Relaxed);
                             break;
                         };
-                        let mut req = client
-                            .post(&url)
-                            .header("content-type", "application/x-www-form-urlencoded")
-                            .body(format!("grant_type=refresh_token&refresh_token={current}"));
-                        if let Some((id, secret)) = &basic {
-                            req = req.basic_auth(id, Some(secret));
-                        }
+                        let req = form_post(
+                            &client,
+                            &url,
+                            format!("grant_type=refresh_token&refresh_token={current}"),
+                            basic.as_ref(),
+                        );
                         match req.send().await {
                             Ok(r) if r.status().is_success() => {
                                 let body: Value = r.json().await.unwrap_or(Value::Null);
@@ -208,13 +195,12 @@ async fn load(a: &Args) {
                         };
                         match code {
                             Some(code) => {
-                                let mut req = client
-                                    .post(&token_url)
-                                    .header("content-type", "application/x-www-form-urlencoded")
-                                    .body(format!("{form}&code={code}"));
-                                if let Some((id, secret)) = &basic {
-                                    req = req.basic_auth(id, Some(secret));
-                                }
+                                let req = form_post(
+                                    &client,
+                                    &token_url,
+                                    format!("{form}&code={code}"),
+                                    basic.as_ref(),
+                                );
                                 req.send().await.is_ok_and(|r| r.status().is_success())
                             }
                             None => false,
@@ -290,6 +276,23 @@ async fn load(a: &Args) {
         "p99_ms": total.value_at_quantile(0.99) as f64 / 1000.0,
     });
     println!("{line}");
+}
+
+/// A form POST, with the client's Basic credentials when the load has them.
+fn form_post(
+    client: &reqwest::Client,
+    url: &str,
+    body: String,
+    basic: Option<&(String, String)>,
+) -> reqwest::RequestBuilder {
+    let req = client
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    match basic {
+        Some((id, secret)) => req.basic_auth(id, Some(secret)),
+        None => req,
+    }
 }
 
 /// The `code` of an authorization response's redirect.
