@@ -306,16 +306,11 @@ impl WebSession {
     /// The signed-in person, if any. A sign-in older than `sessions.absolute_timeout` is
     /// ended here, however active the session has been.
     pub async fn signed_in(&self) -> Result<Option<SignedIn>, PageError> {
-        let user_id: Option<String> = self.session.get(USER_ID).await.map_err(session_error)?;
+        let user_id: Option<String> = self.get(USER_ID).await?;
         let Some(user_id) = user_id else {
             return Ok(None);
         };
-        let auth_time: i64 = self
-            .session
-            .get(AUTH_TIME)
-            .await
-            .map_err(session_error)?
-            .unwrap_or(0);
+        let auth_time: i64 = self.get(AUTH_TIME).await?.unwrap_or(0);
         let absolute =
             i64::try_from(self.config.sessions.absolute_timeout.as_secs()).unwrap_or(i64::MAX);
         if store::now_unix().saturating_sub(auth_time) > absolute {
@@ -323,13 +318,8 @@ impl WebSession {
             return Ok(None);
         }
         self.keep_alive().await?;
-        let amr: Vec<String> = self
-            .session
-            .get(AMR)
-            .await
-            .map_err(session_error)?
-            .unwrap_or_default();
-        let idp: Option<String> = self.session.get(IDP).await.map_err(session_error)?;
+        let amr: Vec<String> = self.get(AMR).await?.unwrap_or_default();
+        let idp: Option<String> = self.get(IDP).await?;
         Ok(Some(SignedIn {
             user_id,
             auth_time,
@@ -349,12 +339,7 @@ impl WebSession {
         let every = i64::try_from(self.config.sessions.idle_timeout.as_secs() / 12)
             .unwrap_or(i64::MAX)
             .max(1);
-        let seen: i64 = self
-            .session
-            .get(SEEN)
-            .await
-            .map_err(session_error)?
-            .unwrap_or(0);
+        let seen: i64 = self.get(SEEN).await?.unwrap_or(0);
         if now.saturating_sub(seen) >= every {
             self.session
                 .insert(SEEN, now)
@@ -388,10 +373,7 @@ impl WebSession {
         // (an unknown cookie's id is dropped then), and a session that was never stored, a
         // visitor's, is created under a fresh random id anyway; cycling it would only add a
         // write that deletes nothing.
-        self.session
-            .get::<String>(USER_ID)
-            .await
-            .map_err(session_error)?;
+        self.get::<String>(USER_ID).await?;
         if self.session.id().is_some() {
             self.session.cycle_id().await.map_err(session_error)?;
         }
@@ -445,12 +427,7 @@ impl WebSession {
     /// The CSRF token for a form: the session's, created on first use for a signed-in
     /// session; for anyone not signed in, the double-submit cookie's (see [`WebSession`]).
     pub async fn csrf_token(&self) -> Result<String, PageError> {
-        if let Some(token) = self
-            .session
-            .get::<String>(CSRF)
-            .await
-            .map_err(session_error)?
-        {
+        if let Some(token) = self.get::<String>(CSRF).await? {
             return Ok(token);
         }
         if !self.has_user().await? {
@@ -468,12 +445,7 @@ impl WebSession {
     /// browser (403): the session's when it holds one, else, for a visitor who is not signed
     /// in, the double-submit cookie's. A signed-in session never accepts the cookie's.
     pub async fn verify_csrf(&self, submitted: &str) -> Result<(), PageError> {
-        let expected = match self
-            .session
-            .get::<String>(CSRF)
-            .await
-            .map_err(session_error)?
-        {
+        let expected = match self.get::<String>(CSRF).await? {
             Some(token) => Some(token),
             None if !self.has_user().await? => self.cookie_value(),
             None => None,
@@ -487,12 +459,7 @@ impl WebSession {
     }
 
     async fn has_user(&self) -> Result<bool, PageError> {
-        Ok(self
-            .session
-            .get::<String>(USER_ID)
-            .await
-            .map_err(session_error)?
-            .is_some())
+        Ok(self.get::<String>(USER_ID).await?.is_some())
     }
 
     /// The double-submit cookie's value, if the request carried one of the right shape (or
@@ -549,8 +516,7 @@ impl WebSession {
         &self,
         key: &str,
     ) -> Result<Option<T>, PageError> {
-        let present: Option<serde_json::Value> =
-            self.session.get(key).await.map_err(session_error)?;
+        let present: Option<serde_json::Value> = self.get(key).await?;
         if present.is_none() {
             return Ok(None);
         }
