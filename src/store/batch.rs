@@ -67,8 +67,17 @@ impl Job {
 /// Grants per batch at most.
 const BATCH: usize = 64;
 
-/// Grant batches in flight at once on PostgreSQL.
-const POSTGRES_BATCHES: usize = 2;
+/// Grant batches in flight at once on PostgreSQL, at most (see [`postgres_batches`]).
+const POSTGRES_BATCHES: usize = 4;
+
+/// Grant batches in flight at once on PostgreSQL with a pool of `pool_size` connections:
+/// [`POSTGRES_BATCHES`], but never more than half the pool, so that reads and the other
+/// writes always find a connection beside them.
+fn postgres_batches(pool_size: u32) -> usize {
+    usize::try_from(pool_size / 2)
+        .unwrap_or(usize::MAX)
+        .clamp(1, POSTGRES_BATCHES)
+}
 
 type Queue = mpsc::UnboundedSender<Job>;
 
@@ -115,9 +124,9 @@ impl Store {
     /// Grants and lone audit rows queue apart. A PostgreSQL commit waits for a flush of its
     /// log, so what a batch saves is commits, and a batch is as large as what queued while
     /// the one before it ran. Lone rows are cheap to write, so one writer for them gathers
-    /// the most into each commit. Grants run several statements each, so on PostgreSQL two
-    /// of their batches run at once and one batch's round trips overlap the other's
-    /// (measured with `wrk -c16` beside one and four: see BENCHMARKS.md).
+    /// the most into each commit. A grant batch waits on round trips and on its commit's
+    /// flush, so on PostgreSQL four of them run at once and each one's waiting overlaps the
+    /// others' (measured against two, three and six: see BENCHMARKS.md).
     async fn enqueue(&self, job: Job) -> Result<(), sqlx::Error> {
         let queues = self.grants.get_or_init(|| {
             // The tasks' store has queues of its own (never started), so it does not keep
@@ -129,7 +138,9 @@ impl Store {
             // SQLite has one writer, so one grant batch at a time.
             let grant_batches = match store.kind {
                 DatabaseKind::Sqlite => 1,
-                DatabaseKind::Postgres => POSTGRES_BATCHES,
+                DatabaseKind::Postgres => {
+                    postgres_batches(store.writer.options().get_max_connections())
+                }
             };
             Queues {
                 work: start(&store, grant_batches),
@@ -235,4 +246,19 @@ async fn transaction(store: &Store, jobs: &mut [Job]) -> Result<Vec<Deliver>, sq
         }
     }
     Ok(deliveries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grant_batches_leave_half_the_pool_to_everything_else() {
+        assert_eq!(postgres_batches(10), POSTGRES_BATCHES);
+        assert_eq!(postgres_batches(6), 3);
+        assert_eq!(postgres_batches(3), 1);
+        assert_eq!(postgres_batches(1), 1);
+        assert_eq!(postgres_batches(0), 1);
+        assert_eq!(postgres_batches(1_000), POSTGRES_BATCHES);
+    }
 }
