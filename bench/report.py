@@ -40,6 +40,13 @@ rsa = mean_limit("limit-rsa")
 argon = mean_limit("limit-argon2")
 
 
+def beside(kind, target, conns):
+    """The limit measured just before and after the scenarios it bounds (run.sh measures it
+    beside each target and connection count), else the run's mean. The machine's speed drifts
+    by a third within a run, so a limit read ten minutes away can move a ratio by as much."""
+    return mean_limit(f"limit-{kind} beside {target} c={conns}") or mean_limit(f"limit-{kind}")
+
+
 def get(scenario, conns, target):
     return by.get((scenario, conns), {}).get(target)
 
@@ -78,9 +85,14 @@ for (scenario, conns) in sorted(by, key=lambda k: (k[0], k[1])):
 print("\n### Limits measured in the same run\n")
 for label, found in limits.items():
     each = " and ".join(f"{r['per_second']:,.0f}/s" for r in found)
-    when = "at the start and at the end of the run" if len(found) == 2 else f"{len(found)} time(s)"
     mean = sum(r["per_second"] for r in found) / len(found)
-    print(f"- {label}: {each} on {found[0]['threads']} threads, {when}; the ratios use {mean:,.0f}/s")
+    if " beside " in label:
+        kind, _, where = label.partition(" beside ")
+        print(f"- {kind} beside {where}: {each}; its ratios there use {mean:,.0f}/s")
+        continue
+    when = "at the start and at the end of the run" if len(found) == 2 else f"{len(found)} time(s)"
+    print(f"- {label}: {each} on {found[0]['threads']} threads, {when}; mean {mean:,.0f}/s "
+          "(the ratios use the limit measured beside their scenario where there is one)")
 for conns in sorted({c for (s, c) in by if s == "static-json"}):
     r = get("static-json", conns, "ceiling")
     print(f"- bare axum ceiling, {conns} connections: {r['rps']:,.0f} req/s")
@@ -119,24 +131,26 @@ for conns in conns_seen:
         if me and peer:
             v = me["rps"] / peer["rps"]
             target(f"client_credentials ÷ peer, {db}, c={conns}", f"{v:.2f}×", "≥ 1.2×", v >= 1.2)
-        if me and rsa:
-            v = me["rps"] / rsa
+        rsa_here = beside("rsa", t, conns)
+        if me and rsa_here:
+            v = me["rps"] / rsa_here
             target(f"client_credentials ÷ RSA limit, {db}, c={conns}", f"{v:.2f}×", "≥ 0.6×", v >= 0.6)
         me, peer = get("code_exchange", conns, t), get("code_exchange", conns, "peer")
         if me and peer:
             v = me["rps"] / peer["rps"]
             target(f"code exchange ÷ peer, {db}, c={conns}", f"{v:.2f}×", "≥ 1.0×", v >= 1.0)
         me = get("refresh", conns, t)
-        if me and rsa:
-            v = me["rps"] / (rsa / 2)
+        if me and rsa_here:
+            v = me["rps"] / (rsa_here / 2)
             target(f"refresh ÷ (RSA limit ÷ 2 signatures), {db}, c={conns}", f"{v:.2f}×", "≥ 0.5×", v >= 0.5)
         me, peer = get("introspection", conns, t), get("introspection", conns, "peer")
         if me and peer:
             v = me["rps"] / peer["rps"]
             target(f"introspection ÷ peer, {db}, c={conns}", f"{v:.2f}×", "≥ 2×", v >= 2)
         me = get("password_sign_in", conns, t)
-        if me and argon:
-            v = me["rps"] / argon
+        argon_here = beside("argon2", t, conns)
+        if me and argon_here:
+            v = me["rps"] / argon_here
             target(f"password sign-in ÷ argon2 limit, {db}, c={conns}", f"{v:.2f}×", "≥ 0.9×", v >= 0.9)
 for t in ("tessera-sqlite", "tessera-postgres"):
     db = "SQLite" if t.endswith("sqlite") else "PG"

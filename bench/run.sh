@@ -107,8 +107,12 @@ tessera() {
   for c in $CONNS; do
     wrk_measure "$name discovery" "$ISS/.well-known/openid-configuration" "$c"
     wrk_measure "$name jwks" "$ISS/.well-known/jwks.json" "$c"
+    # The signing limit beside the token scenarios it bounds, before and after them: the
+    # machine's speed drifts within a run (see beside() in report.py).
+    "$DRV" limit rsa --seconds 3 --label "limit-rsa beside $name c=$c" | tee -a "$RESULTS"
     wrk_measure "$name client_credentials" "$ISS/token" "$c" POST "grant_type=client_credentials&scope=api:read" "$ID:$SECRET"
     exchange_and_refresh "$name" "$c"
+    "$DRV" limit rsa --seconds 3 --label "limit-rsa beside $name c=$c" | tee -a "$RESULTS"
     # The whole browser flow beside the exchange: the signed-in session of `prepare` asks
     # /authorize (remembered consent) for a code and the client exchanges it, timed together.
     measure --label "$name browser_flow" --scenario flow --url "$(cat "$DIR/work/authorize_url")" \
@@ -117,7 +121,9 @@ tessera() {
       --connections "$c"
     wrk_measure "$name userinfo" "$ISS/userinfo" "$c" GET "" "" "$(cat "$DIR/work/access_token")"
     wrk_measure "$name introspection" "$ISS/introspect" "$c" POST "token=$(cat "$DIR/work/access_token")" "$ID:$SECRET"
+    "$DRV" limit argon2 --seconds 3 --label "limit-argon2 beside $name c=$c" | tee -a "$RESULTS"
     measure --label "$name password_sign_in" --scenario login --url "$ISS/login" --login "bench:bench passphrase for load" --connections "$c"
+    "$DRV" limit argon2 --seconds 3 --label "limit-argon2 beside $name c=$c" | tee -a "$RESULTS"
     note_rss "$name after c=$c" "$PID"
   done
   # The login storm: password sign-ins flat out (16 connections) while JWKS and

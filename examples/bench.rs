@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 
 fn usage() -> ! {
     eprintln!(
-        "usage:\n  bench load --scenario get|post|bearer|exchange|refresh|flow|login --url URL [--connections N] [--seconds S] [--max-requests N] [--rate R]\n             [--basic ID:SECRET] [--form 'a=1&b=2'] [--token T] [--items FILE] [--login USER:PASSWORD] [--cookie C --token-url URL] [--label L]\n  bench limit rsa|argon2 [--seconds S] [--threads N]\n  bench ceiling --port P\n  bench prepare --issuer URL --client ID:SECRET --login USER:PASSWORD --codes N --refresh N --out DIR"
+        "usage:\n  bench load --scenario get|post|bearer|exchange|refresh|flow|login --url URL [--connections N] [--seconds S] [--max-requests N] [--rate R]\n             [--basic ID:SECRET] [--form 'a=1&b=2'] [--token T] [--items FILE] [--login USER:PASSWORD] [--cookie C --token-url URL] [--label L]\n  bench limit rsa|argon2 [--seconds S] [--threads N] [--label L]\n  bench ceiling --port P\n  bench prepare --issuer URL --client ID:SECRET --login USER:PASSWORD --codes N --refresh N --out DIR"
     );
     std::process::exit(2)
 }
@@ -352,7 +352,7 @@ fn limit(a: &Args) {
     let per_second = count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     println!(
         "{}",
-        json!({ "label": format!("limit-{what}"), "threads": threads, "per_second": per_second.round() })
+        json!({ "label": a.get("--label").unwrap_or_else(|| format!("limit-{what}")), "threads": threads, "per_second": per_second.round() })
     );
 }
 
