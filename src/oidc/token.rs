@@ -128,16 +128,22 @@ pub(crate) fn pkce_ok(challenge: Option<&str>, verifier: Option<&str>) -> bool {
     match (challenge, verifier) {
         (None, None) => true,
         (Some(challenge), Some(verifier)) => {
-            let well_formed = (43..=128).contains(&verifier.len())
-                && verifier
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
-            well_formed && constant_time_eq(&b64url(sha256(verifier.as_bytes())), challenge)
+            s256_challenge(verifier).is_some_and(|expected| constant_time_eq(&expected, challenge))
         }
         // A verifier for a code that had no challenge is a downgrade attempt (RFC 9700
         // §2.1.1); no verifier for a code that had one is a stolen code.
         _ => false,
     }
+}
+
+/// The S256 challenge of `verifier` (RFC 7636 §4.2), if it is well formed (§4.1: 43–128
+/// characters of `[A-Za-z0-9-._~]`).
+fn s256_challenge(verifier: &str) -> Option<String> {
+    let well_formed = (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    well_formed.then(|| b64url(sha256(verifier.as_bytes())))
 }
 
 /// What a person's grant carries from token to token: the same for the code exchange and
@@ -359,8 +365,24 @@ async fn exchange_writes(
     let client = &w.client;
     let read_user = w.user_id.is_none();
     let access = (w.jti.as_str(), w.access_exp);
-    let (row, user) = match grants::use_code(conn, &w.code_hash, now, access, read_user).await? {
-        CodeUse::Fresh(row, user) => (row, user),
+    let allows_refresh = client.allows_grant("refresh_token");
+    let next_hash = token_hash(&w.next.token);
+    let family_expires_at = now.saturating_add(w.refresh_max_ttl);
+    // Offered to the statement that spends the code; stored there only if the code passes the
+    // checks below (see `grants::Successor`), which are still made, and decide.
+    let challenge = w.verifier.as_deref().and_then(s256_challenge);
+    let successor = grants::Successor {
+        token_hash: &next_hash,
+        expires_at: now.saturating_add(w.next.ttl),
+        family_expires_at,
+        client_id: &client.id,
+        redirect_uri: &w.redirect_uri,
+        challenge: challenge.as_deref(),
+    };
+    let offered = allows_refresh.then_some(&successor);
+    let used = grants::use_code(conn, &w.code_hash, now, access, read_user, offered).await?;
+    let (row, user, stored) = match used {
+        CodeUse::Fresh(row, user, stored) => (row, user, stored),
         CodeUse::Replayed { grant_id } => {
             // RFC 6749 §4.1.2: a code used twice revokes what the first use issued.
             let revoked = grants::revoke_grant(conn, &grant_id, now).await?;
@@ -392,6 +414,12 @@ async fn exchange_writes(
     } else {
         None
     };
+    let offline = row.scopes.split(' ').any(|s| s == "offline_access");
+    let issue_refresh = failure.is_none() && offline && allows_refresh;
+    if stored && !issue_refresh {
+        // The statement's checks and these disagreed: what is refused is never issued.
+        grants::delete_refresh(conn, &next_hash).await?;
+    }
     if let Some(why) = failure {
         rows.push(audit_row(
             "token_refused",
@@ -403,11 +431,10 @@ async fn exchange_writes(
         ));
         return Ok(Exchanged::Refused(why));
     }
-    let offline = row.scopes.split(' ').any(|s| s == "offline_access");
-    let refresh_token = if offline && client.allows_grant("refresh_token") {
+    let refresh_token = if issue_refresh {
         let family = Family {
             id: &row.grant_id,
-            expires_at: now.saturating_add(w.refresh_max_ttl),
+            expires_at: family_expires_at,
             client_id: &client.id,
             user_id: &row.user_id,
             scopes: &row.scopes,
@@ -416,9 +443,11 @@ async fn exchange_writes(
             sid: &row.sid,
             idp: &row.idp,
         };
-        family
-            .store(conn, &w.next, &w.jti, w.access_exp, now)
-            .await?;
+        if !stored {
+            family
+                .store(conn, &w.next, &w.jti, w.access_exp, now)
+                .await?;
+        }
         Some(w.next.token.clone())
     } else {
         None

@@ -169,8 +169,9 @@ pub async fn insert_code(conn: &mut AnyConnection, c: &NewCode) -> Result<(), sq
 
 /// What happened when a code was presented.
 pub enum CodeUse {
-    /// First use: the code's row (it is now marked used), and its account when asked for.
-    Fresh(Box<CodeRow>, Option<Box<super::users::UserRow>>),
+    /// First use: the code's row (it is now marked used), its account when asked for, and
+    /// whether the [`Successor`] offered was stored.
+    Fresh(Box<CodeRow>, Option<Box<super::users::UserRow>>, bool),
     /// Used before: the grant it belonged to.
     Replayed {
         grant_id: String,
@@ -200,31 +201,52 @@ static USE_CODE_READING_USER: std::sync::LazyLock<String> = std::sync::LazyLock:
 /// with its account when `read_user` (PostgreSQL, where each statement is a round trip).
 /// The same statement records the access token the exchange is about to issue (`access_jti`,
 /// `access_exp`), so a replay of the code can revoke it.
+///
+/// With `successor` (PostgreSQL only, with `read_user`), the same statement also stores the
+/// exchange's refresh token when the code, as found, passes the checks [`Successor`] repeats.
 pub async fn use_code(
     conn: &mut AnyConnection,
     code_hash: &str,
     now: i64,
     (access_jti, access_exp): (&str, i64),
     read_user: bool,
+    successor: Option<&Successor<'_>>,
 ) -> Result<CodeUse, sqlx::Error> {
-    let sql = if read_user {
-        USE_CODE_READING_USER.as_str()
-    } else {
-        USE_CODE
+    let successor = successor.filter(|_| read_user);
+    let sql = match (read_user, successor) {
+        (true, Some(_)) => USE_CODE_ISSUING.as_str(),
+        (true, None) => USE_CODE_READING_USER.as_str(),
+        (false, _) => USE_CODE,
     };
-    let row: Option<AnyRow> = sqlx::query(sql)
+    let mut query = sqlx::query(sql)
         .bind(now)
         .bind(code_hash)
         .bind(access_jti)
-        .bind(access_exp)
-        .fetch_optional(&mut *conn)
-        .await?;
+        .bind(access_exp);
+    if let Some(s) = successor {
+        query = query
+            .bind(s.token_hash)
+            .bind(s.expires_at)
+            .bind(s.family_expires_at)
+            .bind(s.client_id)
+            .bind(s.redirect_uri)
+            .bind(s.challenge);
+    }
+    let row: Option<AnyRow> = query.fetch_optional(&mut *conn).await?;
     if let Some(row) = row {
         let user = match read_user {
             true => Some(Box::new(super::users::UserRow::from_row(&row)?)),
             false => None,
         };
-        return Ok(CodeUse::Fresh(Box::new(CodeRow::from_row(&row)?), user));
+        let issued = match successor {
+            Some(_) => row.try_get::<i64, _>("successor_stored")? > 0,
+            None => false,
+        };
+        return Ok(CodeUse::Fresh(
+            Box::new(CodeRow::from_row(&row)?),
+            user,
+            issued,
+        ));
     }
     let grant: Option<String> =
         sqlx::query_scalar("SELECT grant_id FROM auth_codes WHERE code_hash = $1")
@@ -283,6 +305,54 @@ pub struct NewRefresh<'a> {
     pub access_jti: &'a str,
     pub access_exp: i64,
     pub idp: &'a str,
+}
+
+/// The refresh token a code exchange will issue, offered to [`use_code`] so that on
+/// PostgreSQL the statement that spends the code stores it too: one round trip instead of
+/// two. The statement stores it only if the code was issued to `client_id` for
+/// `redirect_uri`, has not expired, carries `offline_access`, and its PKCE challenge equals
+/// `challenge` (the S256 of a well-formed verifier; `None` never matches). The caller still
+/// makes every check itself and reconciles: it stores the token when the statement did not
+/// and the exchange succeeds, and deletes it when the statement did and the exchange is
+/// refused. SQL never decides alone what is issued.
+pub struct Successor<'a> {
+    pub token_hash: &'a str,
+    pub expires_at: i64,
+    pub family_expires_at: i64,
+    pub client_id: &'a str,
+    pub redirect_uri: &'a str,
+    pub challenge: Option<&'a str>,
+}
+
+/// [`USE_CODE_READING_USER`] that also stores the [`Successor`] (`$5`–`$10`).
+static USE_CODE_ISSUING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH used AS ({USE_CODE}), \
+         successor AS (\
+           INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, scopes, \
+           auth_time, amr, sid, created_at, expires_at, family_expires_at, access_jti, \
+           access_exp, idp) \
+           SELECT $5, grant_id, client_id, user_id, scopes, auth_time, amr, sid, $1, \
+           LEAST($6, $7), $7, $3, $4, idp FROM used \
+           WHERE client_id = $8 AND redirect_uri = $9 AND expires_at > $1 \
+           AND code_challenge = $10 \
+           AND 'offline_access' = ANY(string_to_array(scopes, ' ')) \
+           RETURNING 1) \
+         SELECT g.grant_id, g.client_id, g.user_id, g.redirect_uri, g.code_challenge, g.nonce, \
+         g.scopes, g.auth_time, g.amr, g.sid, g.idp, g.expires_at, {}, \
+         (SELECT count(*) FROM successor) AS successor_stored \
+         FROM used g JOIN users u ON u.id = g.user_id",
+        &*super::users::GRANT_COLUMNS
+    )
+});
+
+/// Deletes a refresh token that a refused exchange's statement stored (see [`Successor`]).
+pub async fn delete_refresh(conn: &mut AnyConnection, token_hash: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM refresh_tokens WHERE token_hash = $1")
+        .bind(token_hash)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 pub async fn insert_refresh(

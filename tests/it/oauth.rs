@@ -719,6 +719,44 @@ async fn token_endpoint_refuses_what_it_must(backend: Backend) {
         (status, body["error"].as_str()),
         (400, Some("invalid_grant"))
     );
+    // Every code above asked for offline_access, and every refusal left no refresh token
+    // behind (on PostgreSQL the statement that spends a code may store one: see
+    // `grants::Successor`).
+    let count_refresh = || async {
+        let mut conn = app.state.store.read().await.unwrap();
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM refresh_tokens")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        count_refresh().await,
+        0,
+        "a refused exchange stored a refresh token"
+    );
+    // The one exchange that succeeds stores its refresh token once, and it works.
+    let (code, verifier) = fresh_code(pkce()).await;
+    let (status, body, _) = app
+        .token(
+            &client,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", &client.redirect_uri),
+                ("code_verifier", &verifier),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(count_refresh().await, 1);
+    let refresh = body["refresh_token"].as_str().unwrap();
+    let (status, body, _) = app
+        .token(
+            &client,
+            &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
 
     // A client may only use its grants.
     let (status, body, _) = app
