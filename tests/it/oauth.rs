@@ -702,11 +702,11 @@ async fn token_endpoint_refuses_what_it_must(backend: Backend) {
         assert_eq!(body["error"], expected, "{name}: {body}");
     }
 
-    // A code issued to one client is useless to another.
-    let (code, verifier) = fresh_code(pkce()).await;
-    let (status, body, _) = app
-        .token(
-            &other,
+    // A fresh code, exchanged by `by` as the client it was issued to would.
+    let exchange = async |by: &TestClient| {
+        let (code, verifier) = fresh_code(pkce()).await;
+        app.token(
+            by,
             &[
                 ("grant_type", "authorization_code"),
                 ("code", &code),
@@ -714,7 +714,10 @@ async fn token_endpoint_refuses_what_it_must(backend: Backend) {
                 ("code_verifier", &verifier),
             ],
         )
-        .await;
+        .await
+    };
+    // A code issued to one client is useless to another.
+    let (status, body, _) = exchange(&other).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_grant"))
@@ -735,18 +738,7 @@ async fn token_endpoint_refuses_what_it_must(backend: Backend) {
         "a refused exchange stored a refresh token"
     );
     // The one exchange that succeeds stores its refresh token once, and it works.
-    let (code, verifier) = fresh_code(pkce()).await;
-    let (status, body, _) = app
-        .token(
-            &client,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", &client.redirect_uri),
-                ("code_verifier", &verifier),
-            ],
-        )
-        .await;
+    let (status, body, _) = exchange(&client).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(count_refresh().await, 1);
     let refresh = body["refresh_token"].as_str().unwrap();
