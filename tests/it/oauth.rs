@@ -17,6 +17,7 @@ on_both_databases!(
     bad_authorization_requests_go_back_with_an_error,
     prompt_none_login_and_consent,
     token_endpoint_refuses_what_it_must,
+    a_confidential_client_without_pkce_gets_a_working_refresh_token,
     a_replayed_code_revokes_what_it_issued,
     refresh_tokens_rotate_and_reuse_revokes_the_family,
     concurrent_use_of_one_code_or_refresh_token_succeeds_once,
@@ -803,6 +804,45 @@ async fn token_endpoint_refuses_what_it_must(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+}
+
+/// A confidential client may go without PKCE (RFC 9700 §2.1.1 requires it of public ones).
+/// Its code has no challenge, so on PostgreSQL the statement that spends it never stores the
+/// refresh token (`grants::Successor`): the exchange stores it itself.
+async fn a_confidential_client_without_pkce_gets_a_working_refresh_token(backend: Backend) {
+    let (_db, app, browser) = setup(&backend).await;
+    let client = app.client(false, &[], &[]).await;
+    let query = [
+        ("response_type", "code"),
+        ("client_id", client.id.as_str()),
+        ("redirect_uri", client.redirect_uri.as_str()),
+        ("scope", "openid offline_access"),
+        ("state", "s"),
+        ("nonce", "n-0S6_WzA2Mj"),
+    ];
+    let back = browser.authorize(&query, Some(("alice", PASSWORD))).await;
+    let code = query_of(&back)["code"].clone();
+    let (status, body, _) = app
+        .token(
+            &client,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", &client.redirect_uri),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let refresh = body["refresh_token"]
+        .as_str()
+        .expect("offline_access earns a refresh token");
+    let (status, body, _) = app
+        .token(
+            &client,
+            &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
 }
 
 fn form(fields: &[(&str, &str)]) -> Vec<(String, String)> {
