@@ -366,20 +366,25 @@ async fn exchange_writes(
     let read_user = w.user_id.is_none();
     let access = (w.jti.as_str(), w.access_exp);
     let allows_refresh = client.allows_grant("refresh_token");
-    let next_hash = token_hash(&w.next.token);
     let family_expires_at = now.saturating_add(w.refresh_max_ttl);
-    // Offered to the statement that spends the code; stored there only if the code passes the
-    // checks below (see `grants::Successor`), which are still made, and decide.
-    let challenge = w.verifier.as_deref().and_then(s256_challenge);
-    let successor = grants::Successor {
-        token_hash: &next_hash,
-        expires_at: now.saturating_add(w.next.ttl),
-        family_expires_at,
-        client_id: &client.id,
-        redirect_uri: &w.redirect_uri,
-        challenge: challenge.as_deref(),
-    };
-    let offered = allows_refresh.then_some(&successor);
+    // On PostgreSQL (where the writes read the account) the refresh token is offered to the
+    // statement that spends the code; stored there only if the code passes the checks below
+    // (see `grants::Successor`), which are still made, and decide.
+    let offer = (read_user && allows_refresh).then(|| {
+        let challenge = w.verifier.as_deref().and_then(s256_challenge);
+        (token_hash(&w.next.token), challenge)
+    });
+    let successor = offer
+        .as_ref()
+        .map(|(next_hash, challenge)| grants::Successor {
+            token_hash: next_hash,
+            expires_at: now.saturating_add(w.next.ttl),
+            family_expires_at,
+            client_id: &client.id,
+            redirect_uri: &w.redirect_uri,
+            challenge: challenge.as_deref(),
+        });
+    let offered = successor.as_ref();
     let used = grants::use_code(conn, &w.code_hash, now, access, read_user, offered).await?;
     let (row, user, stored) = match used {
         CodeUse::Fresh(row, user, stored) => (row, user, stored),
@@ -416,9 +421,12 @@ async fn exchange_writes(
     };
     let offline = row.scopes.split(' ').any(|s| s == "offline_access");
     let issue_refresh = failure.is_none() && offline && allows_refresh;
-    if stored && !issue_refresh {
+    if stored
+        && !issue_refresh
+        && let Some(successor) = &successor
+    {
         // The statement's checks and these disagreed: what is refused is never issued.
-        grants::delete_refresh(conn, &next_hash).await?;
+        grants::delete_refresh(conn, successor.token_hash).await?;
     }
     if let Some(why) = failure {
         rows.push(audit_row(
