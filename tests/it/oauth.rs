@@ -742,14 +742,7 @@ async fn token_endpoint_refuses_what_it_must(backend: Backend) {
     let (status, body, _) = exchange(&client).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(count_refresh().await, 1);
-    let refresh = body["refresh_token"].as_str().unwrap();
-    let (status, body, _) = app
-        .token(
-            &client,
-            &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    refreshes(&app, &client, body["refresh_token"].as_str().unwrap()).await;
 
     // A client may only use its grants.
     let (status, body, _) = app
@@ -836,9 +829,14 @@ async fn a_confidential_client_without_pkce_gets_a_working_refresh_token(backend
     let refresh = body["refresh_token"]
         .as_str()
         .expect("offline_access earns a refresh token");
+    refreshes(&app, &client, refresh).await;
+}
+
+/// Asserts that `refresh` is a live refresh token of `client`: spending it is answered 200.
+async fn refreshes(app: &TestApp, client: &TestClient, refresh: &str) {
     let (status, body, _) = app
         .token(
-            &client,
+            client,
             &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
         )
         .await;
