@@ -169,11 +169,13 @@ struct ResetHtml<'a> {
 }
 
 impl Accounts<'_> {
-    /// Records an event in its own transaction.
+    /// Records an event on its own, durably, before returning. It joins the queue of lone
+    /// audit rows ([`store::Store::append_audit`]): one multi-row `INSERT` for the rows that
+    /// queued together, and no `BEGIN` or `COMMIT` round trips.
     pub async fn audit(&self, event: audit::NewEvent<'_>) -> Result<(), AccountError> {
-        let mut tx = self.store.begin_write().await?;
-        audit::insert(&mut tx, &event, store::now_unix()).await?;
-        tx.commit().await?;
+        self.store
+            .append_audit(event.to_owned_at(store::now_unix()))
+            .await?;
         Ok(())
     }
 

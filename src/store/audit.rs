@@ -28,6 +28,22 @@ pub struct NewEvent<'a> {
     pub detail: &'a str,
 }
 
+impl NewEvent<'_> {
+    /// The event owned, recorded at `at`, for the batched writers.
+    pub fn to_owned_at(&self, at: i64) -> OwnedEvent {
+        OwnedEvent {
+            kind: self.kind.to_owned(),
+            outcome: self.outcome.to_owned(),
+            user_id: self.user_id.map(str::to_owned),
+            client_id: self.client_id.map(str::to_owned),
+            ip: self.ip.to_owned(),
+            user_agent: self.user_agent.to_owned(),
+            detail: self.detail.to_owned(),
+            at,
+        }
+    }
+}
+
 pub async fn insert(
     conn: &mut AnyConnection,
     e: &NewEvent<'_>,

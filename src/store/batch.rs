@@ -236,13 +236,12 @@ async fn transaction(store: &Store, jobs: &mut [Job]) -> Result<Vec<Deliver>, sq
             tx.commit().await?;
         }
         None => {
-            // One statement is a transaction of its own; on SQLite it waits, like a commit,
-            // for the group commit's flush of the log.
-            let mut conn = store.writer.acquire().await?;
+            // One statement is a transaction of its own. On SQLite it waits, like a commit,
+            // for the group commit's flush of the log, having handed back the one writer
+            // first, so the grants queued behind it write meanwhile.
+            let mut conn = store.autocommit().await?;
             audit::insert_many(&mut conn, &rows).await?;
-            if let Some(wal) = &store.wal {
-                wal.sync().await.map_err(sqlx::Error::Io)?;
-            }
+            conn.durable().await?;
         }
     }
     Ok(deliveries)

@@ -12,7 +12,8 @@
 //! pools are the same pool.
 //!
 //! Every write goes through a [`WriteTx`], whose `commit` returns only once the commit is
-//! durable. On SQLite that is a group commit (see [`durable`]): transactions commit without an
+//! durable, or, when it is a single statement, through an [`Autocommit`], whose `durable` does
+//! the same. On SQLite that is a group commit (see [`durable`]): transactions commit without an
 //! fsync of their own, and one `fdatasync` of the write-ahead log then covers every commit
 //! made before it started, so concurrent requests share the flush instead of queueing for one
 //! each.
@@ -160,6 +161,45 @@ impl DerefMut for WriteTx {
             Some(tx) => tx,
             None => unreachable!("a WriteTx is used after it ended"),
         }
+    }
+}
+
+/// A writer connection for exactly one statement, which is its own transaction (an `INSERT`,
+/// an `UPDATE`, or one statement with a data-modifying `WITH`): on PostgreSQL one round trip
+/// where a [`WriteTx`] spends three (`BEGIN`, the statement, `COMMIT`). A second statement on
+/// it would be a second transaction, so anything that must be atomic with another write takes
+/// a [`WriteTx`]. [`Autocommit::durable`] returns once the statement is durable.
+///
+/// Dropped half-way, it leaves nothing open: there is no transaction to roll back.
+pub struct Autocommit {
+    conn: sqlx::pool::PoolConnection<Any>,
+    wal: Option<Arc<durable::WalSync>>,
+}
+
+impl Autocommit {
+    /// Hands the connection back and returns once the statement is durable: at once on
+    /// PostgreSQL (its commit flushed the log), after a flush of the write-ahead log on SQLite,
+    /// as [`WriteTx::commit`] waits.
+    pub async fn durable(self) -> Result<(), sqlx::Error> {
+        let Self { conn, wal } = self;
+        drop(conn);
+        match wal {
+            Some(wal) => wal.sync().await.map_err(sqlx::Error::Io),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Deref for Autocommit {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for Autocommit {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.conn
     }
 }
 
@@ -366,6 +406,15 @@ impl Store {
         })
     }
 
+    /// A writer connection for one statement that needs no transaction around it (see
+    /// [`Autocommit`]).
+    pub async fn autocommit(&self) -> Result<Autocommit, sqlx::Error> {
+        Ok(Autocommit {
+            conn: self.writer.acquire().await?,
+            wal: self.wal.clone(),
+        })
+    }
+
     /// SQLite: copies what the write-ahead log holds into the database (a `PASSIVE`
     /// checkpoint, which never waits for or blocks the writer). A no-op on PostgreSQL.
     ///
@@ -523,6 +572,38 @@ pub fn now_unix() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_single_statement_waits_for_the_flush_and_hands_the_writer_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            database_url: format!("sqlite://{}", dir.path().join("t.db").display()),
+            ..Config::default()
+        };
+        let store = Store::open(&config).await.unwrap();
+        store.migrate().await.unwrap();
+        let wal = store.wal.clone().expect("a SQLite file has a group commit");
+        let before = wal.tickets();
+
+        let mut conn = store.autocommit().await.unwrap();
+        let event = audit::NewEvent {
+            kind: "test",
+            outcome: "success",
+            ..Default::default()
+        };
+        audit::insert(&mut conn, &event, 1).await.unwrap();
+        // The one writer is taken while the statement runs…
+        assert!(store.writer.try_acquire().is_none());
+        conn.durable().await.unwrap();
+        // …and `durable` waited for a flush of the log that covers it, and handed the writer
+        // back.
+        assert_eq!(wal.tickets(), before + 1);
+        assert!(store.writer.try_acquire().is_some());
+        let rows = audit::tail(&mut store.read().await.unwrap(), 10)
+            .await
+            .unwrap();
+        assert_eq!(rows.last().map(|r| r.kind.as_str()), Some("test"));
+    }
 
     #[test]
     fn the_log_size_limit_is_the_one_set_on_connections() {

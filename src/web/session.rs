@@ -99,18 +99,20 @@ impl DbSessionStore {
             ip: text(IP),
             now,
         };
-        let mut tx = self.store.begin_write().await.map_err(backend)?;
+        // One statement: no transaction around it (a sign-in writes its session in one
+        // round trip on PostgreSQL, not three).
+        let mut conn = self.store.autocommit().await.map_err(backend)?;
         let written = if new {
-            store::sessions::insert_new(&mut tx, &row)
+            store::sessions::insert_new(&mut conn, &row)
                 .await
                 .map_err(backend)?
         } else {
-            store::sessions::upsert(&mut tx, &row)
+            store::sessions::upsert(&mut conn, &row)
                 .await
                 .map_err(backend)?;
             true
         };
-        tx.commit().await.map_err(backend)?;
+        conn.durable().await.map_err(backend)?;
         Ok(written)
     }
 }
@@ -146,11 +148,11 @@ impl SessionStore for DbSessionStore {
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        let mut tx = self.store.begin_write().await.map_err(backend)?;
-        store::sessions::delete(&mut tx, &stored_id(id))
+        let mut conn = self.store.autocommit().await.map_err(backend)?;
+        store::sessions::delete(&mut conn, &stored_id(id))
             .await
             .map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        conn.durable().await.map_err(backend)
     }
 }
 
