@@ -42,9 +42,14 @@ argon = mean_limit("limit-argon2")
 
 def beside(kind, target, conns):
     """The limit measured just before and after the scenarios it bounds (run.sh measures it
-    beside each target and connection count), else the run's mean. The machine's speed drifts
-    by a third within a run, so a limit read ten minutes away can move a ratio by as much."""
-    return mean_limit(f"limit-{kind} beside {target} c={conns}") or mean_limit(f"limit-{kind}")
+    beside each connection count's group of them; in runs 4 to 8 of 2026-12-01, beside each
+    target), else the run's mean. The machine's speed drifts by a third within a run, so a
+    limit read ten minutes away can move a ratio by as much."""
+    return (
+        mean_limit(f"limit-{kind} beside c={conns}")
+        or mean_limit(f"limit-{kind} beside {target} c={conns}")
+        or mean_limit(f"limit-{kind}")
+    )
 
 
 def get(scenario, conns, target):

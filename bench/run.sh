@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark: Tessera on SQLite and on PostgreSQL, side by side in one run with the OpenID
-# Certified oidc-provider (on Node 24) and the machine's limits. Every load comes from the
-# driver (examples/bench.rs) in a separate process on loopback, bounded in time and requests.
+# Certified oidc-provider (on Node 24) and the machine's limits. Every server is started first;
+# then each scenario is measured on all of them back to back, so that the machine's drifting
+# speed falls alike on both sides of a ratio. Every load comes from the driver
+# (examples/bench.rs) or wrk in a separate process on loopback, bounded in time and requests.
 # Results: bench/results/results.jsonl (one JSON object per measurement) and a table on stdout.
 #
 #   bash bench/run.sh                      # everything, 10 s per measurement, 16 and 64 connections
@@ -50,18 +52,21 @@ wrk_measure() { local label=$1 url=$2 c=$3; shift 3; python3 bench/wrk.py "$labe
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 note_rss() { echo "{\"label\":\"$1 rss\",\"rss_kb\":$(rss_kb "$2")}" | tee -a "$RESULTS"; }
 
+# The ceiling: a bare axum handler, started with the limits and measured beside discovery.
+CEILING=
 limits() {
   echo "== limits"
   "$DRV" limit rsa --seconds 5 | tee -a "$RESULTS"
   "$DRV" limit argon2 --seconds 5 | tee -a "$RESULTS"
   local port; port=$(free_port)
   "$DRV" ceiling --port "$port" & PIDS+=($!)
-  wait_for "http://127.0.0.1:$port/"
-  for c in $CONNS; do wrk_measure "ceiling static-json" "http://127.0.0.1:$port/" "$c"; done
+  CEILING="http://127.0.0.1:$port/"
+  wait_for "$CEILING"
 }
 
 # start_tessera NAME DATABASE_URL: starts Tessera on a free port and seeds a confidential client
-# and a user through the CLI. Sets ISS, PID, ID, SECRET and DIR.
+# and a user through the CLI. Sets ISS, PID, ID, SECRET and DIR, and keeps them by name for use.
+declare -A T_ISS T_PID T_ID T_SECRET T_DIR
 start_tessera() {
   local name=$1 db=$2 port; port=$(free_port)
   DIR="$WORK/$name"; mkdir -p "$DIR"
@@ -80,54 +85,120 @@ start_tessera() {
   if [ -n "${SEED:-}" ]; then "$SEED"; fi
   (cd "$DIR" && exec "$BIN" serve >"$DIR/log" 2>&1) & PID=$!; PIDS+=($PID)
   wait_for "$ISS/healthz"
+  T_ISS[$name]=$ISS T_PID[$name]=$PID T_ID[$name]=$ID T_SECRET[$name]=$SECRET T_DIR[$name]=$DIR
   note_rss "$name idle" "$PID"
 }
+
+# use NAME: the started Tessera NAME's ISS, PID, ID, SECRET and DIR.
+use() { ISS=${T_ISS[$1]} PID=${T_PID[$1]} ID=${T_ID[$1]} SECRET=${T_SECRET[$1]} DIR=${T_DIR[$1]}; }
 
 stop_tessera() {
   kill "$PID"; wait "$PID" 2>/dev/null || true
   unset TESSERA_DATABASE_URL TESSERA_BIND TESSERA_ISSUER
 }
 
-# exchange_and_refresh NAME CONNECTIONS: mints codes through the real pages, then measures the
-# code exchange and refresh rotation.
-exchange_and_refresh() {
-  local name=$1 c=$2
+EXCHANGE_FORM="grant_type=authorization_code&redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fcb&code_verifier=bench-verifier-bench-verifier-bench-verifier-0123456789"
+
+# mint NAME CONNECTIONS: codes through the real pages, and refresh tokens, for the next
+# exchange and refresh measurements.
+mint() {
   "$DRV" prepare --issuer "$ISS" --client "$ID:$SECRET" --login "bench:bench passphrase for load" \
-    --codes "${BENCH_CODES:-6000}" --refresh "$((c * 2))" --out "$DIR/work" >/dev/null
-  measure --label "$name code_exchange" --scenario exchange --url "$ISS/token" --basic "$ID:$SECRET" --items "$DIR/work/codes.json" \
-    --form "grant_type=authorization_code&redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fcb&code_verifier=bench-verifier-bench-verifier-bench-verifier-0123456789" \
-    --connections "$c"
-  measure --label "$name refresh" --scenario refresh --url "$ISS/token" --basic "$ID:$SECRET" --items "$DIR/work/refresh.json" --connections "$c"
+    --codes "${BENCH_CODES:-6000}" --refresh "$(($2 * 2))" --out "$DIR/work" >/dev/null
 }
 
-tessera() {
-  local name=$1
-  echo "== $name"
-  start_tessera "$name" "$2"
+exchange() {
+  measure --label "$1 code_exchange" --scenario exchange --url "$ISS/token" --basic "$ID:$SECRET" --items "$DIR/work/codes.json" \
+    --form "$EXCHANGE_FORM" --connections "$2"
+}
+
+refresh() {
+  measure --label "$1 refresh" --scenario refresh --url "$ISS/token" --basic "$ID:$SECRET" --items "$DIR/work/refresh.json" --connections "$2"
+}
+
+# The peer: started once, its address in PEER and its Node process in PEER_PID.
+PEER= PEER_PID=
+PEER_AUTH="bench:bench-secret-bench-secret"
+start_peer() {
+  echo "== peer (oidc-provider on Node 24)"
+  local port; port=$(free_port)
+  PEER="http://127.0.0.1:$port"
+  # Its codes live as long as Tessera's in the bench (10 minutes).
+  (PORT=$port PEER_CODE_TTL=600 exec bash bench/peer/run-peer.sh >"$WORK/peer.log" 2>&1) & local pid=$!; PIDS+=($pid)
+  wait_for "$PEER/.well-known/openid-configuration"
+  PEER_PID=$(pgrep -P "$pid" -f peer.mjs || echo "$pid")
+  note_rss "peer idle" "$PEER_PID"
+}
+
+# Each scenario is measured on every started server one right after the other (the ceiling,
+# Tessera on SQLite, on PostgreSQL, the peer), and the limit that bounds a group of scenarios
+# right before and after it: the machine's speed drifts by a third within a run, and a ratio
+# between two measurements minutes apart would carry that drift.
+measure_all() {
+  local c t
   for c in $CONNS; do
-    wrk_measure "$name discovery" "$ISS/.well-known/openid-configuration" "$c"
-    wrk_measure "$name jwks" "$ISS/.well-known/jwks.json" "$c"
-    # The signing limit beside the token scenarios it bounds, before and after them: the
-    # machine's speed drifts within a run (see beside() in report.py).
-    "$DRV" limit rsa --seconds 3 --label "limit-rsa beside $name c=$c" | tee -a "$RESULTS"
-    wrk_measure "$name client_credentials" "$ISS/token" "$c" POST "grant_type=client_credentials&scope=api:read" "$ID:$SECRET"
-    exchange_and_refresh "$name" "$c"
-    "$DRV" limit rsa --seconds 3 --label "limit-rsa beside $name c=$c" | tee -a "$RESULTS"
+    echo "-- $c connections"
+    if [ -n "$CEILING" ]; then wrk_measure "ceiling static-json" "$CEILING" "$c"; fi
+    for t in $TESSERAS; do use "$t"; wrk_measure "$t discovery" "$ISS/.well-known/openid-configuration" "$c"; done
+    if [ -n "$PEER" ]; then wrk_measure "peer discovery" "$PEER/.well-known/openid-configuration" "$c"; fi
+    for t in $TESSERAS; do use "$t"; wrk_measure "$t jwks" "$ISS/.well-known/jwks.json" "$c"; done
+    if [ -n "$PEER" ]; then wrk_measure "peer jwks" "$PEER/jwks" "$c"; fi
+
+    # The token scenarios, everything minted first, between two readings of the signing limit.
+    for t in $TESSERAS; do use "$t"; mint "$t" "$c"; done
+    "$DRV" limit rsa --seconds 3 --label "limit-rsa beside c=$c" | tee -a "$RESULTS"
+    for t in $TESSERAS; do use "$t"; wrk_measure "$t client_credentials" "$ISS/token" "$c" POST "grant_type=client_credentials&scope=api:read" "$ID:$SECRET"; done
+    if [ -n "$PEER" ]; then wrk_measure "peer client_credentials" "$PEER/token" "$c" POST "grant_type=client_credentials&scope=api:read" "$PEER_AUTH"; fi
+    for t in $TESSERAS; do use "$t"; exchange "$t" "$c"; done
+    if [ -n "$PEER" ]; then
+      # The peer's codes minted just before its exchange (in a route of its own, untimed).
+      curl -fsS -X POST "$PEER/bench/mint-codes?n=${BENCH_CODES:-6000}" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps(d["codes"]))' >"$WORK/peer-codes.json"
+      local verifier; verifier=$(curl -fsS -X POST "$PEER/bench/mint-codes?n=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["code_verifier"])')
+      measure --label "peer code_exchange" --scenario exchange --url "$PEER/token" --basic "$PEER_AUTH" --items "$WORK/peer-codes.json" \
+        --form "grant_type=authorization_code&redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fcb&code_verifier=$verifier" --connections "$c"
+    fi
+    for t in $TESSERAS; do use "$t"; refresh "$t" "$c"; done
+    if [ -n "$PEER" ]; then
+      curl -fsS -X POST "$PEER/bench/mint-refresh?n=$((c * 2))" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["refresh_tokens"]))' >"$WORK/peer-refresh.json"
+      measure --label "peer refresh" --scenario refresh --url "$PEER/token" --basic "$PEER_AUTH" --items "$WORK/peer-refresh.json" --connections "$c"
+    fi
+    "$DRV" limit rsa --seconds 3 --label "limit-rsa beside c=$c" | tee -a "$RESULTS"
+
     # The whole browser flow beside the exchange: the signed-in session of `prepare` asks
     # /authorize (remembered consent) for a code and the client exchanges it, timed together.
-    measure --label "$name browser_flow" --scenario flow --url "$(cat "$DIR/work/authorize_url")" \
-      --cookie "$(cat "$DIR/work/session_cookie")" --token-url "$ISS/token" --basic "$ID:$SECRET" \
-      --form "grant_type=authorization_code&redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fcb&code_verifier=bench-verifier-bench-verifier-bench-verifier-0123456789" \
-      --connections "$c"
-    wrk_measure "$name userinfo" "$ISS/userinfo" "$c" GET "" "" "$(cat "$DIR/work/access_token")"
-    wrk_measure "$name introspection" "$ISS/introspect" "$c" POST "token=$(cat "$DIR/work/access_token")" "$ID:$SECRET"
-    "$DRV" limit argon2 --seconds 3 --label "limit-argon2 beside $name c=$c" | tee -a "$RESULTS"
-    measure --label "$name password_sign_in" --scenario login --url "$ISS/login" --login "bench:bench passphrase for load" --connections "$c"
-    "$DRV" limit argon2 --seconds 3 --label "limit-argon2 beside $name c=$c" | tee -a "$RESULTS"
-    note_rss "$name after c=$c" "$PID"
+    for t in $TESSERAS; do
+      use "$t"
+      measure --label "$t browser_flow" --scenario flow --url "$(cat "$DIR/work/authorize_url")" \
+        --cookie "$(cat "$DIR/work/session_cookie")" --token-url "$ISS/token" --basic "$ID:$SECRET" \
+        --form "$EXCHANGE_FORM" --connections "$c"
+    done
+    for t in $TESSERAS; do use "$t"; wrk_measure "$t userinfo" "$ISS/userinfo" "$c" GET "" "" "$(cat "$DIR/work/access_token")"; done
+    for t in $TESSERAS; do use "$t"; wrk_measure "$t introspection" "$ISS/introspect" "$c" POST "token=$(cat "$DIR/work/access_token")" "$ID:$SECRET"; done
+    if [ -n "$PEER" ]; then
+      # oidc-provider cannot introspect JWT access tokens ("unsupported_token_type"), so its
+      # introspection is measured on an opaque token (a lookup in its in-memory store).
+      local at; at=$(curl -fsS -u "$PEER_AUTH" -d "grant_type=client_credentials&scope=api:read&resource=urn%3Abench%3Aopaque" "$PEER/token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+      wrk_measure "peer introspection" "$PEER/token/introspection" "$c" POST "token=$at" "$PEER_AUTH"
+    fi
+
+    # Password sign-in, between two readings of the argon2 limit.
+    if [ -n "$TESSERAS" ]; then
+      "$DRV" limit argon2 --seconds 3 --label "limit-argon2 beside c=$c" | tee -a "$RESULTS"
+      for t in $TESSERAS; do
+        use "$t"
+        measure --label "$t password_sign_in" --scenario login --url "$ISS/login" --login "bench:bench passphrase for load" --connections "$c"
+      done
+      "$DRV" limit argon2 --seconds 3 --label "limit-argon2 beside c=$c" | tee -a "$RESULTS"
+    fi
+    for t in $TESSERAS; do note_rss "$t after c=$c" "${T_PID[$t]}"; done
+    if [ -n "$PEER" ]; then note_rss "peer after c=$c" "$PEER_PID"; fi
   done
-  # The login storm: password sign-ins flat out (16 connections) while JWKS and
-  # client_credentials requests, paced at a steady rate, are measured alongside.
+}
+
+# The login storm: password sign-ins flat out (16 connections) while JWKS and
+# client_credentials requests, paced at a steady rate, are measured alongside.
+storm() {
+  local name=$1
+  use "$name"
   echo "-- $name login storm"
   measure --label "$name storm_login" --scenario login --url "$ISS/login" --login "bench:bench passphrase for load" --connections 16 &
   local storm=$!
@@ -138,7 +209,6 @@ tessera() {
     --form "grant_type=client_credentials&scope=api:read" --connections 4 --rate 100 | tee -a "$RESULTS" & local tok=$!
   wait "$storm" "$jwks" "$tok" || true
   note_rss "$name after storm" "$PID"
-  stop_tessera
 }
 
 # Scale: the code exchange and refresh on PostgreSQL against an empty database and against one
@@ -163,7 +233,9 @@ scale() {
     if [ "$phase" = 10m ]; then SEED=seed_scale; else SEED=; fi
     start_tessera "$name" "${PG%/*}/$db"
     SEED=
-    exchange_and_refresh "$name" "$c"
+    mint "$name" "$c"
+    exchange "$name" "$c"
+    refresh "$name" "$c"
     if [ "$phase" = 10m ]; then
       echo "-- adding $BENCH_EXPIRED_ROWS expired refresh tokens"
       psql "${PG%/*}/$db" -v ON_ERROR_STOP=1 -q -v expired="$BENCH_EXPIRED_ROWS" -v client="$ID" -f bench/seed-expired.sql
@@ -172,8 +244,7 @@ scale() {
       "$DRV" prepare --issuer "$ISS" --client "$ID:$SECRET" --login "bench:bench passphrase for load" \
         --codes "${BENCH_CODES:-6000}" --refresh 2 --out "$DIR/work" >/dev/null
       measure --label "$name code_exchange_during_sweep" --scenario exchange --url "$ISS/token" --basic "$ID:$SECRET" \
-        --items "$DIR/work/codes.json" --connections "$c" \
-        --form "grant_type=authorization_code&redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fcb&code_verifier=bench-verifier-bench-verifier-bench-verifier-0123456789" &
+        --items "$DIR/work/codes.json" --connections "$c" --form "$EXCHANGE_FORM" &
       local load=$!
       local swept; swept=$("$BIN" sweep --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["deleted"], round(d["seconds"], 1))')
       wait "$load" || true
@@ -186,47 +257,38 @@ scale() {
   done
 }
 
-peer() {
-  echo "== peer (oidc-provider on Node 24)"
-  local port; port=$(free_port)
-  local iss="http://127.0.0.1:$port"
-  (PORT=$port exec bash bench/peer/run-peer.sh >"$WORK/peer.log" 2>&1) & local pid=$!; PIDS+=($pid)
-  wait_for "$iss/.well-known/openid-configuration"
-  local node_pid; node_pid=$(pgrep -P "$pid" -f peer.mjs || echo "$pid")
-  note_rss "peer idle" "$node_pid"
-  for c in $CONNS; do
-    wrk_measure "peer discovery" "$iss/.well-known/openid-configuration" "$c"
-    wrk_measure "peer jwks" "$iss/jwks" "$c"
-    wrk_measure "peer client_credentials" "$iss/token" "$c" POST "grant_type=client_credentials&scope=api:read" "bench:bench-secret-bench-secret"
-    curl -fsS -X POST "$iss/bench/mint-codes?n=${BENCH_CODES:-6000}" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps(d["codes"]))' >"$WORK/peer-codes.json"
-    local verifier; verifier=$(curl -fsS -X POST "$iss/bench/mint-codes?n=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["code_verifier"])')
-    measure --label "peer code_exchange" --scenario exchange --url "$iss/token" --basic "bench:bench-secret-bench-secret" --items "$WORK/peer-codes.json" \
-      --form "grant_type=authorization_code&redirect_uri=http%3A%2F%2F127.0.0.1%3A1%2Fcb&code_verifier=$verifier" --connections "$c"
-    curl -fsS -X POST "$iss/bench/mint-refresh?n=$((c * 2))" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["refresh_tokens"]))' >"$WORK/peer-refresh.json"
-    measure --label "peer refresh" --scenario refresh --url "$iss/token" --basic "bench:bench-secret-bench-secret" --items "$WORK/peer-refresh.json" --connections "$c"
-    # oidc-provider cannot introspect JWT access tokens ("unsupported_token_type"), so its
-    # introspection is measured on an opaque token (a lookup in its in-memory store).
-    local at; at=$(curl -fsS -u bench:bench-secret-bench-secret -d "grant_type=client_credentials&scope=api:read&resource=urn%3Abench%3Aopaque" "$iss/token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-    wrk_measure "peer introspection" "$iss/token/introspection" "$c" POST "token=$at" "bench:bench-secret-bench-secret"
-    note_rss "peer after c=$c" "$node_pid"
-  done
-}
-
+# Start every target, then measure them side by side.
+TESSERAS=
+PG_DB=
 for target in $TARGETS; do
   case $target in
     limits) limits ;;
-    tessera-sqlite) tessera tessera-sqlite "sqlite://$WORK/bench.db" ;;
-    scale) scale ;;
-    tessera-postgres)
-      name="tessera_bench_$$"
-      psql "$PG" -qc "CREATE DATABASE $name" >/dev/null
-      tessera tessera-postgres "${PG%/*}/$name" || true
-      psql "$PG" -qc "DROP DATABASE IF EXISTS $name WITH (FORCE)" >/dev/null
+    tessera-sqlite)
+      echo "== tessera-sqlite"
+      start_tessera tessera-sqlite "sqlite://$WORK/bench.db"
+      TESSERAS+=" tessera-sqlite"
       ;;
-    peer) peer ;;
+    tessera-postgres)
+      echo "== tessera-postgres"
+      PG_DB="tessera_bench_$$"
+      psql "$PG" -qc "CREATE DATABASE $PG_DB" >/dev/null
+      start_tessera tessera-postgres "${PG%/*}/$PG_DB"
+      TESSERAS+=" tessera-postgres"
+      ;;
+    peer) start_peer ;;
+    scale) ;;
     *) echo "unknown target $target" >&2; exit 2 ;;
   esac
 done
+TESSERAS=${TESSERAS# }
+if [ -n "$TESSERAS$PEER$CEILING" ]; then
+  echo "== measuring side by side: ${CEILING:+ceiling }$TESSERAS${PEER:+ peer}"
+  measure_all
+fi
+for t in $TESSERAS; do storm "$t"; done
+for t in $TESSERAS; do use "$t"; stop_tessera; done
+if [ -n "$PG_DB" ]; then psql "$PG" -qc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null; fi
+case " $TARGETS " in *" scale "*) scale ;; esac
 
 # The limits again at the end: the machine's speed drifts over a run (RSA signing has read
 # 4,234/s and 8,005/s on the same machine hours apart), so the ratios use the mean of the two.
