@@ -75,13 +75,13 @@ impl WalSync {
         Self { shared }
     }
 
-    /// Returns once everything committed before the call is on stable storage.
     /// Tickets taken so far: one per commit that waited for a flush.
     #[cfg(test)]
     pub fn tickets(&self) -> u64 {
         self.shared.taken.load(SeqCst)
     }
 
+    /// Returns once everything committed before the call is on stable storage.
     pub async fn sync(&self) -> io::Result<()> {
         let shared = &self.shared;
         let mut durable = shared.durable.subscribe();
