@@ -163,7 +163,11 @@ for t in ("tessera-sqlite", "tessera-postgres"):
         for conns in conns_seen:
             me = get(scenario, conns, t)
             if me and me["p99_ms"] is not None:
-                target(f"{scenario} p99 during the login storm, {db}", f"{me['p99_ms']:.1f} ms", f"< {bound} ms", me["p99_ms"] < bound)
+                # The same paced load on the quiet server just before the storm (where the
+                # run has it): the machine's own tail, beside what the storm adds to it.
+                quiet = get(scenario.replace("storm_", "quiet_"), conns, t)
+                measured = f"{me['p99_ms']:.1f} ms" + (f" (quiet: {quiet['p99_ms']:.1f} ms)" if quiet else "")
+                target(f"{scenario} p99 during the login storm, {db}", measured, f"< {bound} ms", me["p99_ms"] < bound)
     idle = [r for r in rss if r["label"] == f"{t} idle rss"]
     if idle:
         mb = idle[0]["rss_kb"] / 1024

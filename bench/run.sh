@@ -194,20 +194,32 @@ measure_all() {
   done
 }
 
+# paced NAME KIND: the storm's two paced loads (JWKS at 400/s and client_credentials at 100/s,
+# four connections each) against the server in use, side by side, labelled "NAME KIND_jwks" and
+# "NAME KIND_token".
+paced() {
+  "$DRV" load --seconds "$((SECS - 2))" --label "$1 $2_jwks" --scenario get --url "$ISS/.well-known/jwks.json" \
+    --connections 4 --rate 400 | tee -a "$RESULTS" & local jwks=$!
+  "$DRV" load --seconds "$((SECS - 2))" --label "$1 $2_token" --scenario post --url "$ISS/token" --basic "$ID:$SECRET" \
+    --form "grant_type=client_credentials&scope=api:read" --connections 4 --rate 100 | tee -a "$RESULTS" & local tok=$!
+  wait "$jwks" "$tok" || true
+}
+
 # The login storm: password sign-ins flat out (16 connections) while JWKS and
-# client_credentials requests, paced at a steady rate, are measured alongside.
+# client_credentials requests, paced at a steady rate, are measured alongside. The same paced
+# loads run first on a quiet server: a virtual machine's own tail (a sleeping core woken for
+# each request, the host's other guests) shows there, and the difference is what the storm adds.
 storm() {
   local name=$1
   use "$name"
+  echo "-- $name paced loads, quiet"
+  paced "$name" quiet
   echo "-- $name login storm"
   measure --label "$name storm_login" --scenario login --url "$ISS/login" --login "bench:bench passphrase for load" --connections 16 &
   local storm=$!
   sleep 1
-  "$DRV" load --seconds "$((SECS - 2))" --label "$name storm_jwks" --scenario get --url "$ISS/.well-known/jwks.json" \
-    --connections 4 --rate 400 | tee -a "$RESULTS" & local jwks=$!
-  "$DRV" load --seconds "$((SECS - 2))" --label "$name storm_token" --scenario post --url "$ISS/token" --basic "$ID:$SECRET" \
-    --form "grant_type=client_credentials&scope=api:read" --connections 4 --rate 100 | tee -a "$RESULTS" & local tok=$!
-  wait "$storm" "$jwks" "$tok" || true
+  paced "$name" storm
+  wait "$storm" || true
   note_rss "$name after storm" "$PID"
 }
 
