@@ -207,12 +207,15 @@ paced() {
 
 # The login storm: password sign-ins flat out (16 connections) while JWKS and
 # client_credentials requests, paced at a steady rate, are measured alongside. The same paced
-# loads run first on a quiet server: a virtual machine's own tail (a sleeping core woken for
-# each request, the host's other guests) shows there, and the difference is what the storm adds.
+# loads run first on a quiet server, and before them a fixed 1-ms CPU job paced the same way
+# (`bench limit jitter`): a virtual machine's own tail (its host taking a core away for
+# milliseconds, a sleeping core woken for each request) shows there, and the difference is
+# what the storm adds.
 storm() {
   local name=$1
   use "$name"
-  echo "-- $name paced loads, quiet"
+  echo "-- $name: the machine's own tail, then the paced loads on the quiet server"
+  "$DRV" limit jitter --seconds "$((SECS - 2))" --label "limit-jitter beside $name storm" | tee -a "$RESULTS"
   paced "$name" quiet
   echo "-- $name login storm"
   measure --label "$name storm_login" --scenario login --url "$ISS/login" --login "bench:bench passphrase for load" --connections 16 &

@@ -6,7 +6,8 @@
 //! histogram. Scenarios that need two requests (a password sign-in fetches the form first;
 //! the browser flow asks `/authorize` for a code, then exchanges it) time the whole operation. `bench limit …` measures the physical limits on this machine:
 //! RS256 signatures/s with the signing code Tessera uses, argon2id hashes/s at Tessera's
-//! parameters, and a bare axum handler serving a static document.
+//! parameters, the latency tail of a fixed CPU job run paced (the machine's own p99), and a
+//! bare axum handler serving a static document.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use tokio::sync::Mutex;
 
 fn usage() -> ! {
     eprintln!(
-        "usage:\n  bench load --scenario get|post|bearer|exchange|refresh|flow|login --url URL [--connections N] [--seconds S] [--max-requests N] [--rate R]\n             [--basic ID:SECRET] [--form 'a=1&b=2'] [--token T] [--items FILE] [--login USER:PASSWORD] [--cookie C --token-url URL] [--label L]\n  bench limit rsa|argon2 [--seconds S] [--threads N] [--label L]\n  bench ceiling --port P\n  bench prepare --issuer URL --client ID:SECRET --login USER:PASSWORD --codes N --refresh N --out DIR"
+        "usage:\n  bench load --scenario get|post|bearer|exchange|refresh|flow|login --url URL [--connections N] [--seconds S] [--max-requests N] [--rate R]\n             [--basic ID:SECRET] [--form 'a=1&b=2'] [--token T] [--items FILE] [--login USER:PASSWORD] [--cookie C --token-url URL] [--label L]\n  bench limit rsa|argon2|jitter [--seconds S] [--threads N] [--label L]\n  bench ceiling --port P\n  bench prepare --issuer URL --client ID:SECRET --login USER:PASSWORD --codes N --refresh N --out DIR"
     );
     std::process::exit(2)
 }
@@ -307,6 +308,9 @@ fn code_in(r: &reqwest::Response) -> Option<String> {
 /// The physical limits: how many RS256 signatures or argon2id hashes this machine does.
 fn limit(a: &Args) {
     let what = a.0.get(1).cloned().unwrap_or_else(|| usage());
+    if what == "jitter" {
+        return jitter(a);
+    }
     let seconds = a.num("--seconds", 5);
     let threads = a.num(
         "--threads",
@@ -353,6 +357,75 @@ fn limit(a: &Args) {
     println!(
         "{}",
         json!({ "label": a.get("--label").unwrap_or_else(|| format!("limit-{what}")), "threads": threads, "per_second": per_second.round() })
+    );
+}
+
+/// The machine's own latency tail, the floor under every p99 of a paced load: a fixed CPU job
+/// (SHA-256 over 4 KiB, repeated to take about 1 ms on this machine, calibrated first) run
+/// every 10 ms on each of N threads, as paced requests arrive. With nothing else running, its
+/// wall time's p99 is what the machine itself adds: a virtual machine whose host takes its
+/// cores away for milliseconds at a time (time the guest does not see as stolen) shows it here.
+fn jitter(a: &Args) {
+    let seconds = a.num("--seconds", 5);
+    let threads = a.num(
+        "--threads",
+        std::thread::available_parallelism().map_or(2, |n| n.get() as u64),
+    );
+    let block = [7u8; 4096];
+    let job = move |n: u64| {
+        for _ in 0..n {
+            std::hint::black_box(aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA256,
+                std::hint::black_box(&block),
+            ));
+        }
+    };
+    let fastest = |n: u64| {
+        (0..20)
+            .map(|_| {
+                let t = Instant::now();
+                job(n);
+                t.elapsed()
+            })
+            .min()
+            .unwrap()
+    };
+    let mut n = 16;
+    while fastest(n) < Duration::from_micros(500) {
+        n *= 2;
+    }
+    let n = (n as f64 * 1_000.0 / fastest(n).as_micros().max(1) as f64).ceil() as u64;
+    let job_ms = fastest(n).as_secs_f64() * 1e3;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+                while Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                    let t = Instant::now();
+                    job(n);
+                    histogram.record(t.elapsed().as_micros() as u64).ok();
+                }
+                histogram
+            })
+        })
+        .collect();
+    let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    for h in handles {
+        total.add(h.join().unwrap()).unwrap();
+    }
+    println!(
+        "{}",
+        json!({
+            "label": a.get("--label").unwrap_or_else(|| "limit-jitter".into()),
+            "threads": threads,
+            "job_ms": (job_ms * 1000.0).round() / 1000.0,
+            "jobs": total.len(),
+            "p50_ms": total.value_at_quantile(0.50) as f64 / 1000.0,
+            "p99_ms": total.value_at_quantile(0.99) as f64 / 1000.0,
+            "max_ms": total.max() as f64 / 1000.0,
+        })
     );
 }
 
