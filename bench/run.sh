@@ -129,6 +129,17 @@ start_peer() {
   note_rss "peer idle" "$PEER_PID"
 }
 
+# sign_ins NAME CONNECTIONS: password sign-in, with the CPU time of each hash and the hashing
+# threads' share of the machine read from the kernel around it (bench/threads.py): the ratio to
+# the argon2 limit splits into what a hash cost and how much of the machine the hashes got.
+sign_ins() {
+  local before line
+  before=$(python3 bench/threads.py snap "$PID")
+  line=$(measure --label "$1 password_sign_in" --scenario login --url "$ISS/login" --login "bench:bench passphrase for load" --connections "$2")
+  echo "$line"
+  python3 bench/threads.py cost "$before" "$(python3 bench/threads.py snap "$PID")" "$line" | tee -a "$RESULTS"
+}
+
 # Each scenario is measured on every started server one right after the other (the ceiling,
 # Tessera on SQLite, on PostgreSQL, the peer), and the limit that bounds a group of scenarios
 # right before and after it: the machine's speed drifts by a third within a run, and a ratio
@@ -185,7 +196,7 @@ measure_all() {
       "$DRV" limit argon2 --seconds 3 --label "limit-argon2 beside c=$c" | tee -a "$RESULTS"
       for t in $TESSERAS; do
         use "$t"
-        measure --label "$t password_sign_in" --scenario login --url "$ISS/login" --login "bench:bench passphrase for load" --connections "$c"
+        sign_ins "$t" "$c"
       done
       "$DRV" limit argon2 --seconds 3 --label "limit-argon2 beside c=$c" | tee -a "$RESULTS"
     fi

@@ -328,10 +328,12 @@ fn limit(a: &Args) {
                 // The same path as Tessera's tokens: an aws-lc-rs key pair parsed once.
                 let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
                 let claims = json!({"iss": "http://127.0.0.1:8080", "sub": "bench", "aud": "x", "exp": 2_000_000_000u64, "iat": 1, "jti": "0123456789abcdef", "client_id": "bench", "scope": "api:read"});
+                let mark = CpuMark::now();
                 while Instant::now() < deadline {
                     tessera::crypto::jwt::sign_rs256(&pair, "kid", "at+jwt", &claims).unwrap();
                     count.fetch_add(1, Ordering::Relaxed);
                 }
+                mark.since()
             }
             "argon2" => {
                 // The hash itself, in memory allocated once, as Tessera's hashing threads do.
@@ -340,24 +342,69 @@ fn limit(a: &Args) {
                 let mut memory = vec![argon2::Block::default(); params.block_count()];
                 let hasher = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
                 let mut out = [0u8; 32];
+                let mark = CpuMark::now();
                 while Instant::now() < deadline {
                     hasher
                         .hash_password_into_with_memory(b"correct horse battery staple", b"sixteen byte salt", &mut out, &mut memory[..])
                         .unwrap();
                     count.fetch_add(1, Ordering::Relaxed);
                 }
+                mark.since()
             }
             _ => usage(),
         }));
     }
-    for h in handles {
-        h.join().unwrap();
+    // Each thread's CPU time and wall time over its loop (its set-up, a key generation or an
+    // allocation, left out).
+    let spent: Vec<Option<(u64, Duration)>> =
+        handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let cpu_ns: Option<u64> = spent.iter().map(|s| s.map(|(ns, _)| ns)).sum();
+    let wall_ns: f64 = spent
+        .iter()
+        .flatten()
+        .map(|(_, wall)| wall.as_nanos() as f64)
+        .sum();
+    let elapsed = started.elapsed();
+    let done = count.load(Ordering::Relaxed);
+    let per_second = done as f64 / elapsed.as_secs_f64();
+    let mut line = json!({ "label": a.get("--label").unwrap_or_else(|| format!("limit-{what}")), "threads": threads, "per_second": per_second.round() });
+    // What one operation cost in CPU time, and how much of its threads' wall time the machine
+    // gave them: a server's rate can then be read as (its cost against this one) × (its share
+    // against this one), and a miss told apart as a slower machine or less of it.
+    if let Some(ns) = cpu_ns.filter(|_| done > 0) {
+        line["cpu_ms_per_op"] = json!((ns as f64 / done as f64 / 1e4).round() / 100.0);
+        line["cpu_share"] = json!((ns as f64 / wall_ns * 1000.0).round() / 1000.0);
     }
-    let per_second = count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    println!(
-        "{}",
-        json!({ "label": a.get("--label").unwrap_or_else(|| format!("limit-{what}")), "threads": threads, "per_second": per_second.round() })
-    );
+    println!("{line}");
+}
+
+/// A point in a thread's life: the wall clock and the thread's CPU time so far.
+struct CpuMark(Instant, Option<u64>);
+
+impl CpuMark {
+    fn now() -> Self {
+        let cpu = thread_cpu_ns();
+        Self(Instant::now(), cpu)
+    }
+
+    /// The thread's CPU time and the wall time since the mark; none where Linux's
+    /// `/proc/thread-self/schedstat` is missing.
+    fn since(self) -> Option<(u64, Duration)> {
+        let cpu = thread_cpu_ns()?.checked_sub(self.1?)?;
+        Some((cpu, self.0.elapsed()))
+    }
+}
+
+/// The calling thread's CPU time so far, from `/proc/thread-self/schedstat`. A short sleep
+/// first ends the running slice, so that the kernel has accounted it.
+fn thread_cpu_ns() -> Option<u64> {
+    std::thread::sleep(Duration::from_millis(1));
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The machine's own latency tail, the floor under every p99 of a paced load: a fixed CPU job
