@@ -20,7 +20,11 @@ import time
 
 def snap(pid):
     run = wait = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        tids = []  # the server is gone: the measurement beside it says so; nothing to add
+    for tid in tids:
         try:
             with open(f"/proc/{pid}/task/{tid}/comm") as f:
                 if not f.read().startswith("tessera-argon2"):
