@@ -39,8 +39,8 @@ for r in loads:
 TARGETS = ["tessera-sqlite", "tessera-postgres", "peer"]
 
 
-def mean_limit(label):
-    found = [r["per_second"] for r in limits.get(label, [])]
+def mean_limit(label, key="per_second"):
+    found = [r[key] for r in limits.get(label, []) if key in r]
     return sum(found) / len(found) if found else None
 
 
@@ -135,11 +135,10 @@ def hash_split(t, conns):
     slower while it ran), and the server's hashing threads' share of the machine over the
     limit's."""
     mine = hash_costs.get((t, conns))
-    found = limits.get(f"limit-argon2 beside c={conns}", [])
-    if not mine or not found or not all("cpu_ms_per_op" in r for r in found):
+    label = f"limit-argon2 beside c={conns}"
+    ms, share = mean_limit(label, "cpu_ms_per_op"), mean_limit(label, "cpu_share")
+    if not mine or not ms or not share:
         return ""
-    ms = sum(r["cpu_ms_per_op"] for r in found) / len(found)
-    share = sum(r["cpu_share"] for r in found) / len(found)
     return (f" (a hash: {mine['cpu_ms_per_hash']:.1f} ms of CPU, the limit's {ms:.1f} ms → "
             f"{ms / mine['cpu_ms_per_hash']:.2f}×; the hashing threads' share: "
             f"{mine['hashing_share']:.0%}, the limit's {share:.0%} → {mine['hashing_share'] / share:.2f}×)")

@@ -312,10 +312,7 @@ fn limit(a: &Args) {
         return jitter(a);
     }
     let seconds = a.num("--seconds", 5);
-    let threads = a.num(
-        "--threads",
-        std::thread::available_parallelism().map_or(2, |n| n.get() as u64),
-    );
+    let threads = limit_threads(a);
     let count = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
@@ -378,6 +375,14 @@ fn limit(a: &Args) {
     println!("{line}");
 }
 
+/// `--threads`, by default one per core: the limits are measured on the whole machine.
+fn limit_threads(a: &Args) -> u64 {
+    a.num(
+        "--threads",
+        std::thread::available_parallelism().map_or(2, |n| n.get() as u64),
+    )
+}
+
 /// A point in a thread's life: the wall clock and the thread's CPU time so far.
 struct CpuMark(Instant, Option<u64>);
 
@@ -414,10 +419,7 @@ fn thread_cpu_ns() -> Option<u64> {
 /// cores away for milliseconds at a time (time the guest does not see as stolen) shows it here.
 fn jitter(a: &Args) {
     let seconds = a.num("--seconds", 5);
-    let threads = a.num(
-        "--threads",
-        std::thread::available_parallelism().map_or(2, |n| n.get() as u64),
-    );
+    let threads = limit_threads(a);
     let block = [7u8; 4096];
     let job = move |n: u64| {
         for _ in 0..n {
