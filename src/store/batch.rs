@@ -52,6 +52,15 @@ pub(super) enum Job {
     },
 }
 
+/// When a lone audit row's caller is answered: after the row is durable
+/// ([`Store::append_audit`]), or once it is written, its flush following
+/// ([`Store::append_audit_unflushed`]). Each has a queue of its own, so a batch is all one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flush {
+    BeforeAnswer,
+    AfterAnswer,
+}
+
 /// Where a grant's result goes; taken once, by whichever of success or failure comes first.
 type Answer<T> = Arc<Mutex<Option<oneshot::Sender<Result<T, sqlx::Error>>>>>;
 
@@ -81,11 +90,13 @@ fn postgres_batches(pool_size: u32) -> usize {
 
 type Queue = mpsc::UnboundedSender<Job>;
 
-/// The writers' two queues: grants with statements of their own, and lone audit rows.
+/// The writers' queues: grants with statements of their own, lone audit rows answered once
+/// durable, and lone audit rows answered once written.
 #[derive(Debug)]
 pub(super) struct Queues {
     work: Queue,
     rows: Queue,
+    unflushed: Queue,
 }
 
 impl Store {
@@ -115,19 +126,20 @@ impl Store {
             }),
             fail: Box::new(move |error| send(&on_failure, Err(error))),
         };
-        self.enqueue(job).await?;
+        self.queue(job, Flush::BeforeAnswer)?;
         result.await.map_err(|_| sqlx::Error::PoolClosed)?
     }
 
     /// Hands `job` to the batch writers, starting them at the first use.
     ///
-    /// Grants and lone audit rows queue apart. A PostgreSQL commit waits for a flush of its
-    /// log, so what a batch saves is commits, and a batch is as large as what queued while
-    /// the one before it ran. Lone rows are cheap to write, so one writer for them gathers
+    /// Grants and lone audit rows queue apart, and the rows answered before their flush apart
+    /// from the others, so that none of them waits behind a batch that waits for a flush. A
+    /// PostgreSQL commit waits for a flush of its log, so what a batch saves is commits, and a
+    /// batch is as large as what queued while the one before it ran. Lone rows are cheap to write, so one writer for them gathers
     /// the most into each commit. A grant batch waits on round trips and on its commit's
     /// flush, so on PostgreSQL four of them run at once and each one's waiting overlaps the
     /// others' (measured against two, three and six: see BENCHMARKS.md).
-    async fn enqueue(&self, job: Job) -> Result<(), sqlx::Error> {
+    fn queue(&self, job: Job, flush: Flush) -> Result<(), sqlx::Error> {
         let queues = self.grants.get_or_init(|| {
             // The tasks' store has queues of its own (never started), so it does not keep
             // these open: the tasks end when the last user of the queues is gone.
@@ -143,37 +155,60 @@ impl Store {
                 }
             };
             Queues {
-                work: start(&store, grant_batches),
-                rows: start(&store, 1),
+                work: start(&store, grant_batches, Flush::BeforeAnswer),
+                rows: start(&store, 1, Flush::BeforeAnswer),
+                unflushed: start(&store, 1, Flush::AfterAnswer),
             }
         });
-        let queue = match job {
-            Job::Work { .. } => &queues.work,
-            Job::Row { .. } => &queues.rows,
+        let queue = match (&job, flush) {
+            (Job::Work { .. }, _) => &queues.work,
+            (Job::Row { .. }, Flush::BeforeAnswer) => &queues.rows,
+            (Job::Row { .. }, Flush::AfterAnswer) => &queues.unflushed,
         };
         queue.send(job).map_err(|_| sqlx::Error::PoolClosed)
     }
 }
 
 /// A queue and `writers` tasks writing its batches.
-fn start(store: &Store, writers: usize) -> Queue {
+fn start(store: &Store, writers: usize, flush: Flush) -> Queue {
     let (queue, jobs) = mpsc::unbounded_channel();
     let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
     for _ in 0..writers {
-        tokio::spawn(run(store.clone(), jobs.clone()));
+        tokio::spawn(run(store.clone(), jobs.clone(), flush));
     }
     queue
 }
 
 impl Store {
     /// Records an audit event on its own, durably, before returning, for requests whose only
-    /// write it is (`client_credentials`): a grant with no statements of its own, so it joins
-    /// the batch and its row goes in with the batch's one multi-row `INSERT`. An event that
-    /// belongs with other writes goes in their transaction instead ([`audit::insert`]).
+    /// write it is (the account pages' `signed_in`, `sign_in_failed`…): rows that queued
+    /// together go in with one multi-row `INSERT`. An event that belongs with other writes
+    /// goes in their transaction instead ([`audit::insert`]).
     pub async fn append_audit(&self, event: OwnedEvent) -> Result<(), sqlx::Error> {
+        self.append_row(event, Flush::BeforeAnswer).await
+    }
+
+    /// Records an audit event on its own and returns once it is written, before it is
+    /// durable: for a row that records an issuance and changes nothing else, where nothing
+    /// any later request relies on waits for the disk (`client_credentials`, whose token is
+    /// a self-contained JWT). The row is in the log when the caller hears back, so Tessera's
+    /// own crash cannot lose it; its flush follows at once on SQLite (a group-commit flush
+    /// asked for and not waited on), and within 600 ms on PostgreSQL (the server's log
+    /// writer, see [`Store::autocommit_unflushed`]). A power cut in that time loses the row.
+    ///
+    /// Why: a flush takes a fraction of a millisecond on a quiet machine, and 4–19 ms each for
+    /// most of a second when the cores or the disk are crowded; a request that waits for one
+    /// waits for that, where its own work is one signature (BENCHMARKS.md, *The login storm's
+    /// tail*). A write a later request depends on (a code, a refresh token, a session, a
+    /// revocation) still waits for its flush.
+    pub async fn append_audit_unflushed(&self, event: OwnedEvent) -> Result<(), sqlx::Error> {
+        self.append_row(event, Flush::AfterAnswer).await
+    }
+
+    async fn append_row(&self, event: OwnedEvent, flush: Flush) -> Result<(), sqlx::Error> {
         let (answer, result) = oneshot::channel();
         let answer = Arc::new(Mutex::new(Some(answer)));
-        self.enqueue(Job::Row { event, answer }).await?;
+        self.queue(Job::Row { event, answer }, flush)?;
         result.await.map_err(|_| sqlx::Error::PoolClosed)?
     }
 }
@@ -185,10 +220,14 @@ fn send<T>(answer: &Mutex<Option<oneshot::Sender<T>>>, value: T) {
     }
 }
 
-async fn run(store: Store, jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>>) {
+async fn run(
+    store: Store,
+    jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>>,
+    flush: Flush,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     while jobs.lock().await.recv_many(&mut batch, BATCH).await > 0 {
-        match transaction(&store, &mut batch).await {
+        match transaction(&store, &mut batch, flush).await {
             Ok(deliveries) => deliveries.into_iter().for_each(|deliver| deliver()),
             Err(error) if batch.len() == 1 => {
                 if let Some(job) = batch.pop() {
@@ -198,7 +237,7 @@ async fn run(store: Store, jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<
             Err(_) => {
                 // Find the grant that failed: each runs again on its own.
                 for mut job in batch.drain(..) {
-                    match transaction(&store, std::slice::from_mut(&mut job)).await {
+                    match transaction(&store, std::slice::from_mut(&mut job), flush).await {
                         Ok(deliveries) => deliveries.into_iter().for_each(|deliver| deliver()),
                         Err(error) => job.fail(error),
                     }
@@ -210,8 +249,13 @@ async fn run(store: Store, jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<
 }
 
 /// One transaction for `jobs`: their work in order, their audit rows, the commit. When no job
-/// has statements of its own, the audit rows' one `INSERT` runs alone, outside a transaction.
-async fn transaction(store: &Store, jobs: &mut [Job]) -> Result<Vec<Deliver>, sqlx::Error> {
+/// has statements of its own, the audit rows' one `INSERT` runs alone, outside a transaction,
+/// and with [`Flush::AfterAnswer`] its callers hear back once it is written.
+async fn transaction(
+    store: &Store,
+    jobs: &mut [Job],
+    flush: Flush,
+) -> Result<Vec<Deliver>, sqlx::Error> {
     let mut rows = Audit::new();
     let mut deliveries: Vec<Deliver> = Vec::with_capacity(jobs.len());
     let any_work = jobs.iter().any(|job| matches!(job, Job::Work { .. }));
@@ -234,6 +278,11 @@ async fn transaction(store: &Store, jobs: &mut [Job]) -> Result<Vec<Deliver>, sq
         Some(mut tx) => {
             audit::insert_many(&mut tx, &rows).await?;
             tx.commit().await?;
+        }
+        None if flush == Flush::AfterAnswer => {
+            let mut conn = store.autocommit_unflushed().await?;
+            audit::insert_many(&mut conn, &rows).await?;
+            conn.written();
         }
         None => {
             // One statement is a transaction of its own. On SQLite it waits, like a commit,

@@ -43,6 +43,9 @@ struct Shared {
     durable: tokio::sync::watch::Sender<Durable>,
     /// Wakes the flushing thread; `true` once the store is gone and the thread should end.
     kick: (Mutex<bool>, Condvar),
+    /// Tests only: flushes wait while this is set ([`WalSync::hold_flushes`]).
+    #[cfg(test)]
+    held: std::sync::atomic::AtomicBool,
 }
 
 /// The group commit of one SQLite database: a thread that flushes the log whenever commits
@@ -63,6 +66,8 @@ impl WalSync {
             taken: AtomicU64::new(0),
             durable: tokio::sync::watch::Sender::new(Durable::default()),
             kick: (Mutex::new(false), Condvar::new()),
+            #[cfg(test)]
+            held: std::sync::atomic::AtomicBool::new(false),
         });
         let flusher = shared.clone();
         let started = std::thread::Builder::new()
@@ -81,16 +86,34 @@ impl WalSync {
         self.shared.taken.load(SeqCst)
     }
 
+    /// Asks for a flush covering everything committed before the call, without waiting for
+    /// it; returns the ticket it took. The flushing thread starts at once if it is idle, or
+    /// right after the flush under way.
+    pub fn request(&self) -> u64 {
+        let shared = &self.shared;
+        let ticket = shared.taken.fetch_add(1, SeqCst) + 1;
+        let (lock, wake) = &shared.kick;
+        let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        wake.notify_one();
+        ticket
+    }
+
+    /// Tests only: holds every flush back while `true`, as a disk that stalls would.
+    #[cfg(test)]
+    pub fn hold_flushes(&self, hold: bool) {
+        self.shared.held.store(hold, SeqCst);
+    }
+
+    /// Tests only: whether the flushes have covered `ticket`.
+    #[cfg(test)]
+    pub fn covers(&self, ticket: u64) -> bool {
+        self.shared.durable.borrow().through >= ticket
+    }
+
     /// Returns once everything committed before the call is on stable storage.
     pub async fn sync(&self) -> io::Result<()> {
-        let shared = &self.shared;
-        let mut durable = shared.durable.subscribe();
-        let ticket = shared.taken.fetch_add(1, SeqCst) + 1;
-        {
-            let (lock, wake) = &shared.kick;
-            let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-            wake.notify_one();
-        }
+        let mut durable = self.shared.durable.subscribe();
+        let ticket = self.request();
         let state = durable
             .wait_for(|d| d.broken || d.through >= ticket)
             .await
@@ -120,12 +143,19 @@ fn flush_loop(shared: &Shared) {
         {
             let (lock, wake) = &shared.kick;
             let mut stop = lock.lock().unwrap_or_else(|e| e.into_inner());
-            while !*stop && shared.taken.load(SeqCst) <= shared.durable.borrow().through {
+            let idle = || shared.taken.load(SeqCst) <= shared.durable.borrow().through;
+            while !*stop && idle() {
                 stop = wake.wait(stop).unwrap_or_else(|e| e.into_inner());
             }
-            if *stop {
+            // A store going away still flushes what was asked for: a commit answered before
+            // its flush (`Unflushed::written`) has no one waiting to insist.
+            if *stop && idle() {
                 return;
             }
+        }
+        #[cfg(test)]
+        while shared.held.load(SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         // Every ticket taken by now belongs to a commit already written to the log.
         let covered = shared.taken.load(SeqCst);
@@ -197,6 +227,42 @@ mod tests {
         }
         assert_eq!(sync.shared.taken.load(SeqCst), 64);
         assert_eq!(through(&sync), 64, "every ticket is covered");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_requested_flush_runs_with_no_one_waiting_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        std::fs::write(dir.path().join("t.db-wal"), b"frames").unwrap();
+        let sync = WalSync::new(db);
+        sync.hold_flushes(true);
+        let ticket = sync.request();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!sync.covers(ticket), "held back");
+        sync.hold_flushes(false);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !sync.covers(ticket) {
+            assert!(std::time::Instant::now() < deadline, "never flushed");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flush_asked_for_still_runs_when_the_store_goes_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        std::fs::write(dir.path().join("t.db-wal"), b"frames").unwrap();
+        let sync = WalSync::new(db);
+        sync.hold_flushes(true);
+        let ticket = sync.request();
+        let shared = sync.shared.clone();
+        drop(sync);
+        shared.held.store(false, SeqCst);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while shared.durable.borrow().through < ticket {
+            assert!(std::time::Instant::now() < deadline, "never flushed");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     #[tokio::test]

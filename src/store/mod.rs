@@ -86,6 +86,10 @@ pub struct Store {
     kind: DatabaseKind,
     /// SQLite only: the group commit over the write-ahead log.
     wal: Option<Arc<durable::WalSync>>,
+    /// PostgreSQL only: one connection whose commits do not wait for the log's flush
+    /// (`synchronous_commit = off`), for the writes answered before their flush
+    /// ([`Store::autocommit_unflushed`]). Connected at its first use.
+    unflushed: Option<AnyPool>,
     /// SQLite on a file only: the point reads run on the calling thread ([`inline`]).
     inline: Option<Arc<inline::Readers>>,
     /// PostgreSQL only (unless `database.mirror` is off): clients and revoked token ids in
@@ -211,6 +215,40 @@ impl DerefMut for Autocommit {
     }
 }
 
+/// A writer connection for one statement that may be answered before it is durable
+/// ([`Store::autocommit_unflushed`]). It has no `durable`: on PostgreSQL its commits do not
+/// wait for the server's flush, so nothing it wrote could be promised durable.
+pub struct Unflushed(Autocommit);
+
+impl Unflushed {
+    /// Hands the connection back and returns at once: the statement is in the database's log
+    /// (on SQLite written to the log file, so it survives Tessera's own crash; on PostgreSQL
+    /// in the server's memory) but maybe not yet on stable storage. On SQLite it asks the
+    /// group commit for a flush without waiting for it, so the statement is durable a flush
+    /// later (a few milliseconds); on PostgreSQL the server's log writer flushes it. A power
+    /// cut in between loses it.
+    pub fn written(self) {
+        let Autocommit { conn, wal } = self.0;
+        drop(conn);
+        if let Some(wal) = wal {
+            wal.request();
+        }
+    }
+}
+
+impl Deref for Unflushed {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.0
+    }
+}
+
+impl DerefMut for Unflushed {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.0
+    }
+}
+
 /// Why the store could not be opened at start-up.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -272,6 +310,20 @@ impl Store {
             p
         };
 
+        // PostgreSQL's `synchronous_commit = off` acknowledges a commit once its log record is
+        // in the server's memory; the log writer flushes it within three `wal_writer_delay`s
+        // (600 ms by default). The database stays consistent; a crash of the server or the
+        // machine in that time loses the commit.
+        let unflushed = (kind == DatabaseKind::Postgres).then(|| {
+            pool(1)
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        conn.execute("SET synchronous_commit = off").await?;
+                        Ok(())
+                    })
+                })
+                .connect_lazy_with(options.clone())
+        });
         // The first connection is made eagerly so an unreachable database fails start-up
         // with one clear line instead of failing the first request.
         let first = async {
@@ -304,6 +356,7 @@ impl Store {
             writer,
             kind,
             wal,
+            unflushed,
             inline,
             mirror,
             grants: Arc::default(),
@@ -423,6 +476,18 @@ impl Store {
         })
     }
 
+    /// As [`Store::autocommit`], for a statement that may be answered before it is durable
+    /// ([`Unflushed::written`]): on SQLite the one writer, as always; on PostgreSQL a
+    /// connection of its own with `synchronous_commit = off`, so that its commit does not
+    /// wait for the server's flush of its log either.
+    pub async fn autocommit_unflushed(&self) -> Result<Unflushed, sqlx::Error> {
+        let pool = self.unflushed.as_ref().unwrap_or(&self.writer);
+        Ok(Unflushed(Autocommit {
+            conn: pool.acquire().await?,
+            wal: self.wal.clone(),
+        }))
+    }
+
     /// SQLite: copies what the write-ahead log holds into the database (a `PASSIVE`
     /// checkpoint, which never waits for or blocks the writer). A no-op on PostgreSQL.
     ///
@@ -477,16 +542,31 @@ impl Store {
         Ok(())
     }
 
-    /// Whether the database answers a trivial query within `timeout`.
+    /// Whether the database answers a trivial query within `timeout`; on PostgreSQL through
+    /// the connection of [`Store::autocommit_unflushed`] too, once it is open. A connection
+    /// that broke in an outage fails its next query and is closed, so a replica reads ready
+    /// only when its next writes will find working connections.
     pub async fn ping(&self, timeout: Duration) -> bool {
-        let query = sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(&self.reader);
-        matches!(tokio::time::timeout(timeout, query).await, Ok(Ok(1)))
+        let unflushed = match &self.unflushed {
+            Some(pool) if pool.size() > 0 => answers(pool, timeout).await,
+            _ => true,
+        };
+        unflushed && answers(&self.reader, timeout).await
     }
 
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
+        if let Some(pool) = &self.unflushed {
+            pool.close().await;
+        }
     }
+}
+
+/// Whether `pool` answers a trivial query within `timeout`.
+async fn answers(pool: &AnyPool, timeout: Duration) -> bool {
+    let query = sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(pool);
+    matches!(tokio::time::timeout(timeout, query).await, Ok(Ok(1)))
 }
 
 /// Log frames (pages, 4 KiB each) past which a checkpoint also starts the SQLite log over.
@@ -630,6 +710,61 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows.last().map(|r| r.kind.as_str()), Some("test"));
+    }
+
+    /// A row answered before its flush is answered while the disk holds every flush back,
+    /// and is flushed after; a durable row waits for its flush.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unflushed_row_is_answered_while_flushes_stall_and_flushed_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            database_url: format!("sqlite://{}", dir.path().join("t.db").display()),
+            ..Config::default()
+        };
+        let store = Store::open(&config).await.unwrap();
+        store.migrate().await.unwrap();
+        let wal = store.wal.clone().expect("a SQLite file has a group commit");
+        let event = |kind: &str| audit::OwnedEvent {
+            kind: kind.into(),
+            outcome: "success".into(),
+            at: 1,
+            ..Default::default()
+        };
+        let kinds = |store: Store| async move {
+            let rows = audit::tail(&mut store.read().await.unwrap(), 10)
+                .await
+                .unwrap();
+            rows.into_iter().map(|r| r.kind).collect::<Vec<_>>()
+        };
+        wal.hold_flushes(true);
+        let before = wal.tickets();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            store.append_audit_unflushed(event("issued")),
+        )
+        .await
+        .expect("answered with the flushes held back")
+        .unwrap();
+        assert!(kinds(store.clone()).await.contains(&"issued".to_owned()));
+        let flush = before + 1;
+        assert!(wal.tickets() >= flush, "a flush was asked for");
+        assert!(!wal.covers(flush));
+
+        let durable = tokio::spawn({
+            let store = store.clone();
+            async move { store.append_audit(event("durable")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!durable.is_finished(), "a durable row waits for its flush");
+
+        wal.hold_flushes(false);
+        tokio::time::timeout(Duration::from_secs(10), durable)
+            .await
+            .expect("answered once flushed")
+            .unwrap()
+            .unwrap();
+        assert!(wal.covers(flush), "the unflushed row was flushed");
+        assert!(kinds(store).await.contains(&"durable".to_owned()));
     }
 
     #[test]

@@ -900,9 +900,10 @@ async fn a_failing_grant_fails_alone_in_its_batch(backend: Backend) {
     app.stop().await;
 }
 
-/// Audit rows with no grant of their own (`client_credentials`) queue apart and are written
-/// without a transaction: every caller's row lands once, and when the write fails every
-/// caller hears of it instead of waiting for ever.
+/// Audit rows with no grant of their own queue apart and are written without a transaction:
+/// every caller's row lands once, and when the write fails every caller hears of it instead
+/// of waiting for ever. So for both queues: the rows answered once durable (the account
+/// pages') and those answered once written (`client_credentials`).
 async fn lone_audit_rows_are_all_written_and_each_hears_of_a_failure(backend: Backend) {
     let db = TestDb::new(&backend).await;
     let app = TestApp::start(&db).await;
@@ -913,10 +914,15 @@ async fn lone_audit_rows_are_all_written_and_each_hears_of_a_failure(backend: Ba
         at: now(),
         ..Default::default()
     };
-    let append = |kinds: Vec<String>| {
+    let append = |kinds: Vec<String>, unflushed: bool| {
         let calls = kinds.into_iter().map(|kind| {
             let (store, event) = (store.clone(), row(kind));
-            tokio::spawn(async move { store.append_audit(event).await })
+            tokio::spawn(async move {
+                match unflushed {
+                    true => store.append_audit_unflushed(event).await,
+                    false => store.append_audit(event).await,
+                }
+            })
         });
         let calls: Vec<_> = calls.collect();
         async move {
@@ -931,18 +937,6 @@ async fn lone_audit_rows_are_all_written_and_each_hears_of_a_failure(backend: Ba
             .collect::<Vec<_>>()
         }
     };
-    let kinds: Vec<String> = (0..40).map(|i| format!("lone_{i:02}")).collect();
-    for result in append(kinds.clone()).await {
-        result.unwrap();
-    }
-    let stored: Vec<String> =
-        sqlx::query_scalar("SELECT kind FROM audit_events WHERE kind LIKE 'lone_%' ORDER BY kind")
-            .fetch_all(store.reader())
-            .await
-            .unwrap();
-    assert_eq!(stored, kinds, "each row exactly once");
-
-    // The table gone: every queued row fails, and says so.
     let rename = |from: &str, to: &str| {
         let (store, sql) = (store.clone(), format!("ALTER TABLE {from} RENAME TO {to}"));
         async move {
@@ -951,12 +945,48 @@ async fn lone_audit_rows_are_all_written_and_each_hears_of_a_failure(backend: Ba
             tx.commit().await.unwrap();
         }
     };
-    rename("audit_events", "audit_events_away").await;
-    let failed = append((0..5).map(|i| format!("lost_{i}")).collect()).await;
-    assert!(failed.iter().all(Result::is_err), "{failed:?}");
-    rename("audit_events_away", "audit_events").await;
-    for result in append(vec!["lone_after".into()]).await {
-        result.unwrap();
+    for (prefix, unflushed) in [("lone", false), ("issued", true)] {
+        let kinds: Vec<String> = (0..40).map(|i| format!("{prefix}_{i:02}")).collect();
+        for result in append(kinds.clone(), unflushed).await {
+            result.unwrap();
+        }
+        // Answered means written: the rows are there at once, for any reader.
+        let stored: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT kind FROM audit_events WHERE kind LIKE '{prefix}_%' ORDER BY kind"
+        ))
+        .fetch_all(store.reader())
+        .await
+        .unwrap();
+        assert_eq!(stored, kinds, "each row exactly once");
+
+        // The table gone: every queued row fails, and says so.
+        rename("audit_events", "audit_events_away").await;
+        let failed = append((0..5).map(|i| format!("lost_{i}")).collect(), unflushed).await;
+        assert!(failed.iter().all(Result::is_err), "{failed:?}");
+        rename("audit_events_away", "audit_events").await;
+        for result in append(vec![format!("{prefix}_after")], unflushed).await {
+            result.unwrap();
+        }
+    }
+
+    // On PostgreSQL the rows answered once written go through a connection whose commits do
+    // not wait for the server's flush; every other write's do.
+    if matches!(backend, Backend::Postgres(_)) {
+        let show = "SHOW synchronous_commit";
+        let mut conn = store.autocommit_unflushed().await.unwrap();
+        let unflushed: String = sqlx::query_scalar(show)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        conn.written();
+        assert_eq!(unflushed, "off");
+        let mut conn = store.autocommit().await.unwrap();
+        let durable: String = sqlx::query_scalar(show)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        conn.durable().await.unwrap();
+        assert_eq!(durable, "on");
     }
     app.stop().await;
 }
