@@ -27,8 +27,10 @@ rss = [r for r in rows if "rss_kb" in r]
 # What each sign-in's hash cost the server and the share of the machine its hashing threads
 # got (bench/threads.py), by (target, connections).
 hash_costs = {(r["label"].split(" ")[0], r["connections"]): r for r in rows if "cpu_ms_per_hash" in r}
+# The CPU other processes took while each storm ran (bench/others.py), by target.
+others = {r["label"].split(" ")[0]: r for r in rows if r["label"].endswith(" storm others")}
 other = [r for r in rows if "rps" not in r and "rss_kb" not in r and "cpu_ms_per_hash" not in r
-         and not r["label"].startswith("limit-")]
+         and not r["label"].startswith("limit-") and not r["label"].endswith(" others")]
 
 # by[(scenario, connections)][target] = measurement
 by = defaultdict(dict)
@@ -120,6 +122,26 @@ print("\n### Memory (resident)\n")
 for r in rss:
     print(f"- {r['label']}: {r['rss_kb'] / 1024:.1f} MB")
 
+
+def others_note(t):
+    """What other processes ran beside target t's storm, in a few words: the CPU they took
+    and the largest of them."""
+    r = others.get(t)
+    if not r:
+        return None
+    top = ", ".join(f"{p['comm']}{' (started)' if p['started'] else ''} {p['cpu_ms']} ms"
+                    for p in r["top"][:2])
+    return f"other processes: {r['cpu_ms']:,} ms of CPU" + (f", {top}" if top else "")
+
+
+if others:
+    print("\n### Other processes during the login storms\n")
+    for t, r in others.items():
+        print(f"- beside {t}'s storm ({r['seconds']:g} s): {r['cpu_ms']:,} ms of CPU in all")
+        for p in r["top"]:
+            print(f"  - {p['comm']}: {p['cpu_ms']} ms{', started at ' + str(p['at_s']) + ' s' if p['started'] else ''}"
+                  f" — `{p['command']}`")
+
 if other:
     print("\n### Other\n")
     for r in other:
@@ -198,6 +220,8 @@ for t in ("tessera-sqlite", "tessera-postgres"):
                 floor = jitters.get(f"limit-jitter beside {t} storm")
                 notes = ([f"quiet: {quiet['p99_ms']:.1f} ms"] if quiet else []) + (
                     [f"a 1-ms job: {floor['p99_ms']:.1f} ms"] if floor else [])
+                if others_note(t):
+                    notes.append(others_note(t))
                 measured = f"{me['p99_ms']:.1f} ms" + (f" ({'; '.join(notes)})" if notes else "")
                 target(f"{scenario} p99 during the login storm, {db}", measured, f"< {bound} ms", me["p99_ms"] < bound)
     idle = [r for r in rss if r["label"] == f"{t} idle rss"]
