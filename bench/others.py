@@ -2,7 +2,7 @@
 
   others.py watch SECONDS LABEL   samples every process's CPU time every 200 ms for SECONDS and
                                   prints one JSON line: the CPU time taken by processes outside
-                                  the benchmark, and the largest of them by name and command
+                                  the benchmark, and the largest of them by name and parent
 
 A paced request's p99 is 8 requests in 800: a fraction of a second in which other processes
 crowd the two cores is enough to move it. The machines this runs on have background services
@@ -15,7 +15,8 @@ The benchmark's own processes are not counted: Tessera, the load driver, wrk, Po
 (part of the system measured on that side), Node (the peer, idle meanwhile), this script, and
 the kernel threads that serve them (softirqs, which carry the loopback traffic, and workers).
 A process that starts and ends between two samples is missed; one that ends after the first
-sample is counted up to its last.
+sample is counted up to its last. Processes are named by their command name and their parent's,
+never by their arguments, which may hold anything (the results are committed).
 """
 import json
 import os
@@ -30,7 +31,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def sample():
-    """{pid: (comm, cpu_ticks)} for every process not ours."""
+    """{pid: (comm, cpu_ticks, parent_pid)} for every process not ours."""
     seen = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -44,31 +45,32 @@ def sample():
         if comm.startswith(OURS) or comm.startswith(KERNEL_OURS) or comm.startswith(("tokio-", "tessera-")):
             continue
         fields = stat[stat.rindex(")") + 2:].split()
-        # utime and stime: fields 14 and 15 of stat, 12 and 13 after the command name.
-        seen[pid] = (comm, int(fields[11]) + int(fields[12]))
+        # After the command name: the state, the parent (field 4 of stat), …, utime and stime
+        # (fields 14 and 15).
+        seen[pid] = (comm, int(fields[11]) + int(fields[12]), fields[1])
     return seen
 
 
-def command(pid):
+def name(pid):
+    """A process's command name, or "" once it is gone."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
     except OSError:
         return ""
-    return cmd if len(cmd) <= 110 else cmd[:40] + " … " + cmd[-65:]
 
 
 def watch(seconds, label):
     start = time.monotonic()
     first = sample()
-    base = {pid: cpu for pid, (_, cpu) in first.items()}
-    last, names, commands = {}, {}, {}
+    base = {pid: cpu for pid, (_, cpu, _) in first.items()}
+    last, names, parents = {}, {}, {}
     while time.monotonic() - start < seconds:
         time.sleep(0.2)
         now = time.monotonic() - start
-        for pid, (comm, cpu) in sample().items():
-            if pid not in commands:
-                commands[pid] = command(pid)
+        for pid, (comm, cpu, parent) in sample().items():
+            if pid not in parents:
+                parents[pid] = name(parent)
             names[pid] = comm
             # A process started during the watch is counted from its start.
             used = cpu - base.get(pid, 0)
@@ -85,7 +87,7 @@ def watch(seconds, label):
         "top": [
             {
                 "comm": names[pid],
-                "command": commands.get(pid, ""),
+                "parent": parents.get(pid, ""),
                 "cpu_ms": round(used * ms),
                 "started": pid not in base,
                 "at_s": round(at, 1),

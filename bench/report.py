@@ -139,8 +139,8 @@ if others:
     for t, r in others.items():
         print(f"- beside {t}'s storm ({r['seconds']:g} s): {r['cpu_ms']:,} ms of CPU in all")
         for p in r["top"]:
-            print(f"  - {p['comm']}: {p['cpu_ms']} ms{', started at ' + str(p['at_s']) + ' s' if p['started'] else ''}"
-                  f" — `{p['command']}`")
+            print(f"  - {p['comm']} (parent {p.get('parent') or '?'}): {p['cpu_ms']} ms"
+                  f"{', started at ' + str(p['at_s']) + ' s' if p['started'] else ''}")
 
 if other:
     print("\n### Other\n")

@@ -229,40 +229,43 @@ mod tests {
         assert_eq!(through(&sync), 64, "every ticket is covered");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_requested_flush_runs_with_no_one_waiting_for_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("t.db");
+    /// A log with frames in it, and its group commit with every flush held back.
+    fn held_log(dir: &tempfile::TempDir) -> WalSync {
         std::fs::write(dir.path().join("t.db-wal"), b"frames").unwrap();
-        let sync = WalSync::new(db);
+        let sync = WalSync::new(dir.path().join("t.db"));
         sync.hold_flushes(true);
-        let ticket = sync.request();
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert!(!sync.covers(ticket), "held back");
-        sync.hold_flushes(false);
+        sync
+    }
+
+    /// Waits (at most 10 s) until the flushes have covered `ticket`.
+    async fn flushed(shared: &Shared, ticket: u64) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !sync.covers(ticket) {
+        while shared.durable.borrow().through < ticket {
             assert!(std::time::Instant::now() < deadline, "never flushed");
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_requested_flush_runs_with_no_one_waiting_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let sync = held_log(&dir);
+        let ticket = sync.request();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!sync.covers(ticket), "held back");
+        sync.hold_flushes(false);
+        flushed(&sync.shared, ticket).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_flush_asked_for_still_runs_when_the_store_goes_away() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("t.db");
-        std::fs::write(dir.path().join("t.db-wal"), b"frames").unwrap();
-        let sync = WalSync::new(db);
-        sync.hold_flushes(true);
+        let sync = held_log(&dir);
         let ticket = sync.request();
         let shared = sync.shared.clone();
         drop(sync);
         shared.held.store(false, SeqCst);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while shared.durable.borrow().through < ticket {
-            assert!(std::time::Instant::now() < deadline, "never flushed");
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        flushed(&shared, ticket).await;
     }
 
     #[tokio::test]

@@ -680,9 +680,8 @@ pub fn now_unix() -> i64 {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_single_statement_waits_for_the_flush_and_hands_the_writer_back() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A migrated store on a SQLite file in `dir`, and its group commit.
+    async fn sqlite_file(dir: &tempfile::TempDir) -> (Store, Arc<durable::WalSync>) {
         let config = Config {
             database_url: format!("sqlite://{}", dir.path().join("t.db").display()),
             ..Config::default()
@@ -690,6 +689,13 @@ mod tests {
         let store = Store::open(&config).await.unwrap();
         store.migrate().await.unwrap();
         let wal = store.wal.clone().expect("a SQLite file has a group commit");
+        (store, wal)
+    }
+
+    #[tokio::test]
+    async fn a_single_statement_waits_for_the_flush_and_hands_the_writer_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, wal) = sqlite_file(&dir).await;
         let before = wal.tickets();
 
         let mut conn = store.autocommit().await.unwrap();
@@ -717,13 +723,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unflushed_row_is_answered_while_flushes_stall_and_flushed_after() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config {
-            database_url: format!("sqlite://{}", dir.path().join("t.db").display()),
-            ..Config::default()
-        };
-        let store = Store::open(&config).await.unwrap();
-        store.migrate().await.unwrap();
-        let wal = store.wal.clone().expect("a SQLite file has a group commit");
+        let (store, wal) = sqlite_file(&dir).await;
         let event = |kind: &str| audit::OwnedEvent {
             kind: kind.into(),
             outcome: "success".into(),
