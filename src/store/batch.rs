@@ -282,7 +282,7 @@ async fn transaction(
         None if flush == Flush::AfterAnswer => {
             let mut conn = store.autocommit_unflushed().await?;
             audit::insert_many(&mut conn, &rows).await?;
-            conn.written();
+            conn.written()?;
         }
         None => {
             // One statement is a transaction of its own. On SQLite it waits, like a commit,

@@ -88,14 +88,18 @@ impl WalSync {
 
     /// Asks for a flush covering everything committed before the call, without waiting for
     /// it; returns the ticket it took. The flushing thread starts at once if it is idle, or
-    /// right after the flush under way.
-    pub fn request(&self) -> u64 {
+    /// right after the flush under way. Fails once a flush has failed: nothing written since
+    /// can be promised to reach the disk, so nothing is acknowledged (as [`WalSync::sync`]).
+    pub fn request(&self) -> io::Result<u64> {
         let shared = &self.shared;
+        if shared.durable.borrow().broken {
+            return Err(broken());
+        }
         let ticket = shared.taken.fetch_add(1, SeqCst) + 1;
         let (lock, wake) = &shared.kick;
         let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         wake.notify_one();
-        ticket
+        Ok(ticket)
     }
 
     /// Tests only: holds every flush back while `true`, as a disk that stalls would.
@@ -113,7 +117,7 @@ impl WalSync {
     /// Returns once everything committed before the call is on stable storage.
     pub async fn sync(&self) -> io::Result<()> {
         let mut durable = self.shared.durable.subscribe();
-        let ticket = self.request();
+        let ticket = self.request()?;
         let state = durable
             .wait_for(|d| d.broken || d.through >= ticket)
             .await
@@ -121,11 +125,13 @@ impl WalSync {
         if state.through >= ticket {
             Ok(())
         } else {
-            Err(io::Error::other(
-                "an earlier flush of the SQLite log failed; restart Tessera",
-            ))
+            Err(broken())
         }
     }
+}
+
+fn broken() -> io::Error {
+    io::Error::other("an earlier flush of the SQLite log failed; restart Tessera")
 }
 
 impl Drop for WalSync {
@@ -250,7 +256,7 @@ mod tests {
     async fn a_requested_flush_runs_with_no_one_waiting_for_it() {
         let dir = tempfile::tempdir().unwrap();
         let sync = held_log(&dir);
-        let ticket = sync.request();
+        let ticket = sync.request().unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!sync.covers(ticket), "held back");
         sync.hold_flushes(false);
@@ -261,7 +267,7 @@ mod tests {
     async fn a_flush_asked_for_still_runs_when_the_store_goes_away() {
         let dir = tempfile::tempdir().unwrap();
         let sync = held_log(&dir);
-        let ticket = sync.request();
+        let ticket = sync.request().unwrap();
         let shared = sync.shared.clone();
         drop(sync);
         shared.held.store(false, SeqCst);
@@ -285,5 +291,9 @@ mod tests {
         let sync = WalSync::new(blocker.join("t.db"));
         assert!(sync.sync().await.is_err());
         assert!(sync.sync().await.is_err(), "the failure is sticky");
+        assert!(
+            sync.request().is_err(),
+            "nor is a write answered before its flush acknowledged"
+        );
     }
 }

@@ -226,12 +226,14 @@ impl Unflushed {
     /// in the server's memory) but maybe not yet on stable storage. On SQLite it asks the
     /// group commit for a flush without waiting for it, so the statement is durable a flush
     /// later (a few milliseconds); on PostgreSQL the server's log writer flushes it. A power
-    /// cut in between loses it.
-    pub fn written(self) {
+    /// cut in between loses it. Fails on SQLite once a flush has failed, as every write then
+    /// does until Tessera restarts.
+    pub fn written(self) -> Result<(), sqlx::Error> {
         let Autocommit { conn, wal } = self.0;
         drop(conn);
-        if let Some(wal) = wal {
-            wal.request();
+        match wal {
+            Some(wal) => wal.request().map(drop).map_err(sqlx::Error::Io),
+            None => Ok(()),
         }
     }
 }

@@ -978,7 +978,7 @@ async fn lone_audit_rows_are_all_written_and_each_hears_of_a_failure(backend: Ba
             .fetch_one(&mut *conn)
             .await
             .unwrap();
-        conn.written();
+        conn.written().unwrap();
         assert_eq!(unflushed, "off");
         let mut conn = store.autocommit().await.unwrap();
         let durable: String = sqlx::query_scalar(show)
