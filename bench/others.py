@@ -7,7 +7,8 @@
 A paced request's p99 is 8 requests in 800: a fraction of a second in which other processes
 crowd the two cores is enough to move it. The machines this runs on have background services
 of their own (on the `rust-svc` kind, RabbitMQ boots a whole Erlang VM about once a minute to
-check on its port mapper: `erl … -sname epmd-starter-…`, near a second of CPU on many threads).
+check on its port mapper: `erl … -sname epmd-starter-…`; in one trace 0.15 s of CPU within half
+a second, over a dozen threads at Tessera's priority).
 This says, for each storm, whether such a process ran beside it, so that a miss can be read
 with its cause.
 

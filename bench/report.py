@@ -220,8 +220,8 @@ for t in ("tessera-sqlite", "tessera-postgres"):
                 floor = jitters.get(f"limit-jitter beside {t} storm")
                 notes = ([f"quiet: {quiet['p99_ms']:.1f} ms"] if quiet else []) + (
                     [f"a 1-ms job: {floor['p99_ms']:.1f} ms"] if floor else [])
-                if others_note(t):
-                    notes.append(others_note(t))
+                if beside := others_note(t):
+                    notes.append(beside)
                 measured = f"{me['p99_ms']:.1f} ms" + (f" ({'; '.join(notes)})" if notes else "")
                 target(f"{scenario} p99 during the login storm, {db}", measured, f"< {bound} ms", me["p99_ms"] < bound)
     idle = [r for r in rss if r["label"] == f"{t} idle rss"]

@@ -135,10 +135,11 @@ impl Store {
     /// Grants and lone audit rows queue apart, and the rows answered before their flush apart
     /// from the others, so that none of them waits behind a batch that waits for a flush. A
     /// PostgreSQL commit waits for a flush of its log, so what a batch saves is commits, and a
-    /// batch is as large as what queued while the one before it ran. Lone rows are cheap to write, so one writer for them gathers
-    /// the most into each commit. A grant batch waits on round trips and on its commit's
-    /// flush, so on PostgreSQL four of them run at once and each one's waiting overlaps the
-    /// others' (measured against two, three and six: see BENCHMARKS.md).
+    /// batch is as large as what queued while the one before it ran. Lone rows are cheap to
+    /// write, so one writer for them gathers the most into each commit. A grant batch waits on
+    /// round trips and on its commit's flush, so on PostgreSQL four of them run at once and
+    /// each one's waiting overlaps the others' (measured against two, three and six: see
+    /// BENCHMARKS.md).
     fn queue(&self, job: Job, flush: Flush) -> Result<(), sqlx::Error> {
         let queues = self.grants.get_or_init(|| {
             // The tasks' store has queues of its own (never started), so it does not keep
