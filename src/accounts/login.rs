@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::service::{AccountError, event};
 use super::{paths, redirect, safe_return_to};
 use crate::state::AppState;
+use crate::store;
 use crate::throttle::Limit;
 use crate::web::pages::{CsrfOnly, PageError, PageForm, PageQuery, base_path, render};
 use crate::web::session::{ClientInfo, WebSession};
@@ -117,9 +118,13 @@ async fn login_post(
                 .clear(Limit::LoginFailuresPerAccount, login)
                 .await;
             session.sign_in(&user.id, "pwd", &client).await?;
-            let _ = accounts
-                .audit(event("signed_in", "success", Some(&user.id), &client))
-                .await;
+            // Written with the session, in one commit (see `audit_on_save`).
+            session
+                .audit_on_save(
+                    event("signed_in", "success", Some(&user.id), &client)
+                        .to_owned_at(store::now_unix()),
+                )
+                .await?;
             Ok(match safe_return_to(Some(&form.return_to)) {
                 Some(to) => redirect(&to),
                 None => redirect(paths::ACCOUNT),

@@ -1,6 +1,6 @@
 //! The `audit_events` table: append-only security events.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, FromRow};
 
 #[derive(Debug, Clone, Serialize, FromRow)]
@@ -80,8 +80,9 @@ pub async fn tail(conn: &mut AnyConnection, limit: i64) -> Result<Vec<AuditRow>,
 }
 
 /// An event owned, for the batched writers (`Store::append_audit`, `store::batch`): written
-/// with [`insert_many`].
-#[derive(Debug, Clone, Default)]
+/// with [`insert_many`]. It also rides in a session record to its store
+/// (`web::session::WebSession::audit_on_save`), hence `Serialize`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct OwnedEvent {
     pub kind: String,
     pub outcome: String,

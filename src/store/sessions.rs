@@ -1,9 +1,13 @@
 //! The `sessions` table: browser sessions.
 
 use rusqlite::ToSql;
-use sqlx::{AnyConnection, FromRow};
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection, FromRow};
 
 use super::Store;
+use super::audit::OwnedEvent;
+use crate::config::DatabaseKind;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct SessionRow {
@@ -24,22 +28,37 @@ pub struct SaveSession<'a> {
     pub now: i64,
 }
 
-pub async fn upsert(conn: &mut AnyConnection, s: &SaveSession<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
+/// The start of every session write: the row's columns and their values, `$1`–`$7`.
+macro_rules! insert_session {
+    () => {
         "INSERT INTO sessions (id, user_id, data, created_at, updated_at, expires_at, user_agent, ip) \
-         VALUES ($1, $2, $3, $4, $4, $5, $6, $7) \
-         ON CONFLICT (id) DO UPDATE SET user_id = $2, data = $3, updated_at = $4, expires_at = $5, \
-         user_agent = $6, ip = $7",
-    )
-    .bind(s.id)
-    .bind(s.user_id)
-    .bind(s.data)
-    .bind(s.now)
-    .bind(s.expires_at)
-    .bind(s.user_agent)
-    .bind(s.ip)
-    .execute(conn)
-    .await?;
+         VALUES ($1, $2, $3, $4, $4, $5, $6, $7)"
+    };
+}
+
+/// A session written whether or not its id is stored yet.
+const UPSERT: &str = concat!(
+    insert_session!(),
+    " ON CONFLICT (id) DO UPDATE SET user_id = $2, data = $3, updated_at = $4, expires_at = $5, \
+     user_agent = $6, ip = $7"
+);
+
+/// A new session, written only if its id is free.
+const INSERT_NEW: &str = concat!(insert_session!(), " ON CONFLICT (id) DO NOTHING");
+
+fn session_query<'q>(sql: &'q str, s: &'q SaveSession<'_>) -> Query<'q, Any, AnyArguments<'q>> {
+    sqlx::query(sql)
+        .bind(s.id)
+        .bind(s.user_id)
+        .bind(s.data)
+        .bind(s.now)
+        .bind(s.expires_at)
+        .bind(s.user_agent)
+        .bind(s.ip)
+}
+
+pub async fn upsert(conn: &mut AnyConnection, s: &SaveSession<'_>) -> Result<(), sqlx::Error> {
+    session_query(UPSERT, s).execute(conn).await?;
     Ok(())
 }
 
@@ -48,20 +67,60 @@ pub async fn insert_new(
     conn: &mut AnyConnection,
     s: &SaveSession<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "INSERT INTO sessions (id, user_id, data, created_at, updated_at, expires_at, user_agent, ip) \
-         VALUES ($1, $2, $3, $4, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(s.id)
-    .bind(s.user_id)
-    .bind(s.data)
-    .bind(s.now)
-    .bind(s.expires_at)
-    .bind(s.user_agent)
-    .bind(s.ip)
-    .execute(conn)
-    .await?;
+    let done = session_query(INSERT_NEW, s).execute(conn).await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Writes a session ([`insert_new`] when `new`, else [`upsert`]) and `event` in one commit,
+/// and returns once that commit is durable; `false`, with nothing written, when `new` and the
+/// id is taken. A sign-in writes its session and its `signed_in` row so: one flush of the
+/// database's log where two sequential writes took two, and a crash cannot keep one of them
+/// without the other.
+///
+/// On PostgreSQL one statement, a data-modifying `WITH` (one round trip); SQLite has no such
+/// `WITH`, so there a transaction on its one writer (in-process, so the extra statements cost
+/// no round trips).
+pub async fn save_audited(
+    store: &Store,
+    s: &SaveSession<'_>,
+    new: bool,
+    event: &OwnedEvent,
+) -> Result<bool, sqlx::Error> {
+    let session = if new { INSERT_NEW } else { UPSERT };
+    match store.kind() {
+        DatabaseKind::Postgres => {
+            let sql = format!(
+                "WITH s AS ({session} RETURNING id) \
+                 INSERT INTO audit_events (at, kind, outcome, user_id, client_id, ip, user_agent, detail) \
+                 SELECT $8, $9, $10, $11, $12, $13, $14, $15 FROM s"
+            );
+            let mut conn = store.autocommit().await?;
+            let done = session_query(&sql, s)
+                .bind(event.at)
+                .bind(&event.kind)
+                .bind(&event.outcome)
+                .bind(event.user_id.as_deref())
+                .bind(event.client_id.as_deref())
+                .bind(&event.ip)
+                .bind(&event.user_agent)
+                .bind(&event.detail)
+                .execute(&mut *conn)
+                .await?;
+            conn.durable().await?;
+            Ok(done.rows_affected() == 1)
+        }
+        DatabaseKind::Sqlite => {
+            let mut tx = store.begin_write().await?;
+            let done = session_query(session, s).execute(&mut *tx).await?;
+            if done.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            super::audit::insert_many(&mut tx, std::slice::from_ref(event)).await?;
+            tx.commit().await?;
+            Ok(true)
+        }
+    }
 }
 
 /// The data of a live session.

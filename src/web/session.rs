@@ -24,6 +24,7 @@ use tower_sessions::{Expiry, Session, SessionManagerLayer};
 use crate::config::Config;
 use crate::crypto::secrets::{constant_time_eq, is_token_shaped, random_token, token_hash};
 use crate::state::AppState;
+use crate::store::audit::OwnedEvent;
 use crate::store::{self, Store};
 use crate::web::pages::PageError;
 
@@ -37,6 +38,9 @@ const IP: &str = "ip";
 const FLASH: &str = "flash";
 /// When the session's expiry was last pushed back (unix seconds).
 const SEEN: &str = "seen";
+/// An audit event for the store to write in the session's own commit, and not to keep in the
+/// session ([`WebSession::audit_on_save`]).
+const PENDING_AUDIT: &str = "pending_audit";
 
 /// The tower-sessions store over the `sessions` table.
 #[derive(Debug, Clone)]
@@ -75,8 +79,23 @@ impl DbSessionStore {
                 .and_then(|v| v.as_str())
                 .unwrap_or_default()
         };
-        let data = serde_json::to_string(&record.data)
-            .map_err(|e| session_store::Error::Encode(e.to_string()))?;
+        // The event rides in the record only as far as here: stored, it goes to its own table.
+        let audit: Option<OwnedEvent> = match record.data.get(PENDING_AUDIT) {
+            Some(event) => Some(
+                serde_json::from_value(event.clone())
+                    .map_err(|e| session_store::Error::Decode(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let data = match audit {
+            Some(_) => {
+                let mut data = record.data.clone();
+                data.remove(PENDING_AUDIT);
+                serde_json::to_string(&data)
+            }
+            None => serde_json::to_string(&record.data),
+        }
+        .map_err(|e| session_store::Error::Encode(e.to_string()))?;
         let id = stored_id(&record.id);
         let user_id = record.data.get(USER_ID).and_then(|v| v.as_str());
         let now = store::now_unix();
@@ -99,8 +118,13 @@ impl DbSessionStore {
             ip: text(IP),
             now,
         };
-        // One statement: no transaction around it (a sign-in writes its session in one
-        // round trip on PostgreSQL, not three).
+        if let Some(event) = &audit {
+            return store::sessions::save_audited(&self.store, &row, new, event)
+                .await
+                .map_err(backend);
+        }
+        // One statement: no transaction around it (a session's write is one round trip on
+        // PostgreSQL, not three).
         let mut conn = self.store.autocommit().await.map_err(backend)?;
         let written = if new {
             store::sessions::insert_new(&mut conn, &row)
@@ -414,6 +438,18 @@ impl WebSession {
             .await
             .map_err(session_error)?;
         Ok(())
+    }
+
+    /// Records `event` in the same commit as this response's write of the session, instead of
+    /// a write of its own: for the row that describes what the session write does (a
+    /// sign-in's `signed_in`). The two then reach the disk in one flush, not two in turn, and
+    /// neither is kept without the other. If the session fails to save, the response is an
+    /// error and neither is written.
+    pub async fn audit_on_save(&self, event: OwnedEvent) -> Result<(), PageError> {
+        self.session
+            .insert(PENDING_AUDIT, event)
+            .await
+            .map_err(session_error)
     }
 
     /// Ends the session: the record is deleted and the cookie cleared.

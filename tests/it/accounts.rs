@@ -23,6 +23,7 @@ on_both_databases!(
     sessions_can_be_ended_one_by_one_or_everywhere,
     a_sign_in_ends_after_the_absolute_timeout,
     security_events_reach_the_audit_log,
+    a_sign_in_writes_its_session_and_audit_row_together,
     cli_manages_users,
     fifty_registrations_of_one_username_make_one_account,
 );
@@ -1035,6 +1036,107 @@ async fn security_events_reach_the_audit_log(backend: Backend) {
     )
     .await;
     assert!(String::from_utf8_lossy(&text.stdout).contains("signed_in"));
+    app.stop().await;
+}
+
+/// A password sign-in writes its session and its `signed_in` row in one commit: both are
+/// there after it, the row does not linger in the stored session, and a write that fails
+/// leaves neither.
+async fn a_sign_in_writes_its_session_and_audit_row_together(backend: Backend) {
+    use tessera::store::audit::OwnedEvent;
+    use tessera::store::sessions::{SaveSession, save_audited};
+
+    let db = TestDb::new(&backend).await;
+    let app = TestApp::start(&db).await;
+    let store = app.state.store.clone();
+    let count = |sql: &'static str| {
+        let store = store.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(store.reader())
+                .await
+                .unwrap()
+        }
+    };
+    app.browser()
+        .register("grace", "grace@example.com", PASSWORD)
+        .await;
+    let browser = app.browser();
+    assert_eq!(browser.sign_in("grace", PASSWORD).await.status, 303);
+    assert!(browser.signed_in().await);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM audit_events WHERE kind = 'signed_in'").await,
+        1
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM sessions WHERE data LIKE '%pending_audit%'").await,
+        0,
+        "the event is written to its table, not kept in the session"
+    );
+    let (user_id, session_id): (String, String) = sqlx::query_as(
+        "SELECT user_id, id FROM sessions WHERE user_id IS NOT NULL ORDER BY created_at DESC LIMIT 1",
+    )
+    .fetch_one(store.reader())
+    .await
+    .unwrap();
+
+    let event = |kind: &str| OwnedEvent {
+        kind: kind.into(),
+        outcome: "success".into(),
+        user_id: Some(user_id.clone()),
+        at: 1,
+        ..Default::default()
+    };
+    fn session<'a>(id: &'a str, user: &'a str) -> SaveSession<'a> {
+        SaveSession {
+            id,
+            user_id: Some(user),
+            data: "{}",
+            expires_at: i64::MAX / 2,
+            user_agent: "",
+            ip: "",
+            now: 1,
+        }
+    }
+    let (taken, user) = (session_id.as_str(), user_id.as_str());
+    // A new session under a taken id: nothing written, the caller draws another id.
+    assert!(
+        !save_audited(&store, &session(taken, user), true, &event("test_taken"))
+            .await
+            .unwrap()
+    );
+    // A session that cannot be stored (no such account): its row is not written either.
+    assert!(
+        save_audited(
+            &store,
+            &session("fresh-id", "no-such-user"),
+            true,
+            &event("test_orphan")
+        )
+        .await
+        .is_err()
+    );
+    // An update of a stored session, and a new one: each with its row.
+    assert!(
+        save_audited(&store, &session(taken, user), false, &event("test_update"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        save_audited(&store, &session("fresh-id", user), true, &event("test_new"))
+            .await
+            .unwrap()
+    );
+    let kinds: Vec<String> =
+        sqlx::query_scalar("SELECT kind FROM audit_events WHERE kind LIKE 'test_%' ORDER BY id")
+            .fetch_all(store.reader())
+            .await
+            .unwrap();
+    assert_eq!(kinds, ["test_update", "test_new"]);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM sessions WHERE id = 'fresh-id'").await,
+        1
+    );
     app.stop().await;
 }
 
