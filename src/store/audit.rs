@@ -1,7 +1,9 @@
 //! The `audit_events` table: append-only security events.
 
 use serde::{Deserialize, Serialize};
-use sqlx::{AnyConnection, FromRow};
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, AnyConnection, FromRow};
 
 #[derive(Debug, Clone, Serialize, FromRow)]
 pub struct AuditRow {
@@ -124,16 +126,25 @@ pub async fn insert_many(
     }
     let mut query = sqlx::query(&sql);
     for e in events {
-        query = query
-            .bind(e.at)
-            .bind(&e.kind)
-            .bind(&e.outcome)
-            .bind(e.user_id.as_deref())
-            .bind(e.client_id.as_deref())
-            .bind(&e.ip)
-            .bind(&e.user_agent)
-            .bind(&e.detail);
+        query = bind_event(query, e);
     }
     query.execute(conn).await?;
     Ok(())
+}
+
+/// Binds `e`'s eight columns to `query`, in the order `at, kind, outcome, user_id, client_id,
+/// ip, user_agent, detail` (as [`insert_many`] lists them).
+pub fn bind_event<'q>(
+    query: Query<'q, Any, AnyArguments<'q>>,
+    e: &'q OwnedEvent,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    query
+        .bind(e.at)
+        .bind(&e.kind)
+        .bind(&e.outcome)
+        .bind(e.user_id.as_deref())
+        .bind(e.client_id.as_deref())
+        .bind(&e.ip)
+        .bind(&e.user_agent)
+        .bind(&e.detail)
 }

@@ -95,15 +95,7 @@ pub async fn save_audited(
                  SELECT $8, $9, $10, $11, $12, $13, $14, $15 FROM s"
             );
             let mut conn = store.autocommit().await?;
-            let done = session_query(&sql, s)
-                .bind(event.at)
-                .bind(&event.kind)
-                .bind(&event.outcome)
-                .bind(event.user_id.as_deref())
-                .bind(event.client_id.as_deref())
-                .bind(&event.ip)
-                .bind(&event.user_agent)
-                .bind(&event.detail)
+            let done = super::audit::bind_event(session_query(&sql, s), event)
                 .execute(&mut *conn)
                 .await?;
             conn.durable().await?;
