@@ -96,6 +96,10 @@ pub struct OwnedEvent {
     pub at: i64,
 }
 
+/// The start of a statement writing rows in [`bind_event`]'s column order.
+pub(super) const INSERT: &str =
+    "INSERT INTO audit_events (at, kind, outcome, user_id, client_id, ip, user_agent, detail)";
+
 /// Inserts `events` with one multi-row statement.
 pub async fn insert_many(
     conn: &mut AnyConnection,
@@ -104,9 +108,7 @@ pub async fn insert_many(
     if events.is_empty() {
         return Ok(());
     }
-    let mut sql = String::from(
-        "INSERT INTO audit_events (at, kind, outcome, user_id, client_id, ip, user_agent, detail) VALUES ",
-    );
+    let mut sql = format!("{INSERT} VALUES ");
     for i in 0..events.len() {
         let n = i * 8;
         if i > 0 {
@@ -132,8 +134,7 @@ pub async fn insert_many(
     Ok(())
 }
 
-/// Binds `e`'s eight columns to `query`, in the order `at, kind, outcome, user_id, client_id,
-/// ip, user_agent, detail` (as [`insert_many`] lists them).
+/// Binds `e`'s eight columns to `query`, in the order [`INSERT`] lists them.
 pub fn bind_event<'q>(
     query: Query<'q, Any, AnyArguments<'q>>,
     e: &'q OwnedEvent,

@@ -126,11 +126,11 @@ impl Store {
             }),
             fail: Box::new(move |error| send(&on_failure, Err(error))),
         };
-        self.queue(job, Flush::BeforeAnswer)?;
+        enqueue(&self.queues().work, job)?;
         result.await.map_err(|_| sqlx::Error::PoolClosed)?
     }
 
-    /// Hands `job` to the batch writers, starting them at the first use.
+    /// The batch writers' queues, the writers started at the first use.
     ///
     /// Grants and lone audit rows queue apart, and the rows answered before their flush apart
     /// from the others, so that none of them waits behind a batch that waits for a flush. A
@@ -140,8 +140,8 @@ impl Store {
     /// round trips and on its commit's flush, so on PostgreSQL four of them run at once and
     /// each one's waiting overlaps the others' (measured against two, three and six: see
     /// BENCHMARKS.md).
-    fn queue(&self, job: Job, flush: Flush) -> Result<(), sqlx::Error> {
-        let queues = self.grants.get_or_init(|| {
+    fn queues(&self) -> &Queues {
+        self.grants.get_or_init(|| {
             // The tasks' store has queues of its own (never started), so it does not keep
             // these open: the tasks end when the last user of the queues is gone.
             let store = Self {
@@ -160,14 +160,12 @@ impl Store {
                 rows: start(&store, 1, Flush::BeforeAnswer),
                 unflushed: start(&store, 1, Flush::AfterAnswer),
             }
-        });
-        let queue = match (&job, flush) {
-            (Job::Work { .. }, _) => &queues.work,
-            (Job::Row { .. }, Flush::BeforeAnswer) => &queues.rows,
-            (Job::Row { .. }, Flush::AfterAnswer) => &queues.unflushed,
-        };
-        queue.send(job).map_err(|_| sqlx::Error::PoolClosed)
+        })
     }
+}
+
+fn enqueue(queue: &Queue, job: Job) -> Result<(), sqlx::Error> {
+    queue.send(job).map_err(|_| sqlx::Error::PoolClosed)
 }
 
 /// A queue and `writers` tasks writing its batches.
@@ -209,7 +207,12 @@ impl Store {
     async fn append_row(&self, event: OwnedEvent, flush: Flush) -> Result<(), sqlx::Error> {
         let (answer, result) = oneshot::channel();
         let answer = Arc::new(Mutex::new(Some(answer)));
-        self.queue(Job::Row { event, answer }, flush)?;
+        let queues = self.queues();
+        let queue = match flush {
+            Flush::BeforeAnswer => &queues.rows,
+            Flush::AfterAnswer => &queues.unflushed,
+        };
+        enqueue(queue, Job::Row { event, answer })?;
         result.await.map_err(|_| sqlx::Error::PoolClosed)?
     }
 }

@@ -1,5 +1,7 @@
 //! The `sessions` table: browser sessions.
 
+use std::sync::LazyLock;
+
 use rusqlite::ToSql;
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
@@ -46,6 +48,18 @@ const UPSERT: &str = concat!(
 /// A new session, written only if its id is free.
 const INSERT_NEW: &str = concat!(insert_session!(), " ON CONFLICT (id) DO NOTHING");
 
+/// `session` (a statement above) and, by the same statement, an audit row (`$8`–`$15`) if it
+/// wrote the session: PostgreSQL's data-modifying `WITH`, which SQLite lacks.
+fn audited(session: &str) -> String {
+    format!(
+        "WITH s AS ({session} RETURNING id) {} SELECT $8, $9, $10, $11, $12, $13, $14, $15 FROM s",
+        super::audit::INSERT
+    )
+}
+
+static INSERT_NEW_AUDITED: LazyLock<String> = LazyLock::new(|| audited(INSERT_NEW));
+static UPSERT_AUDITED: LazyLock<String> = LazyLock::new(|| audited(UPSERT));
+
 fn session_query<'q>(sql: &'q str, s: &'q SaveSession<'_>) -> Query<'q, Any, AnyArguments<'q>> {
     sqlx::query(sql)
         .bind(s.id)
@@ -86,16 +100,15 @@ pub async fn save_audited(
     new: bool,
     event: &OwnedEvent,
 ) -> Result<bool, sqlx::Error> {
-    let session = if new { INSERT_NEW } else { UPSERT };
     match store.kind() {
         DatabaseKind::Postgres => {
-            let sql = format!(
-                "WITH s AS ({session} RETURNING id) \
-                 INSERT INTO audit_events (at, kind, outcome, user_id, client_id, ip, user_agent, detail) \
-                 SELECT $8, $9, $10, $11, $12, $13, $14, $15 FROM s"
-            );
+            let sql = if new {
+                &INSERT_NEW_AUDITED
+            } else {
+                &UPSERT_AUDITED
+            };
             let mut conn = store.autocommit().await?;
-            let done = super::audit::bind_event(session_query(&sql, s), event)
+            let done = super::audit::bind_event(session_query(sql, s), event)
                 .execute(&mut *conn)
                 .await?;
             conn.durable().await?;
@@ -103,6 +116,7 @@ pub async fn save_audited(
         }
         DatabaseKind::Sqlite => {
             let mut tx = store.begin_write().await?;
+            let session = if new { INSERT_NEW } else { UPSERT };
             let done = session_query(session, s).execute(&mut *tx).await?;
             if done.rows_affected() != 1 {
                 tx.rollback().await?;

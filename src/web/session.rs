@@ -82,7 +82,7 @@ impl DbSessionStore {
         // The event rides in the record only as far as here: stored, it goes to its own table.
         let audit: Option<OwnedEvent> = match record.data.get(PENDING_AUDIT) {
             Some(event) => Some(
-                serde_json::from_value(event.clone())
+                OwnedEvent::deserialize(event)
                     .map_err(|e| session_store::Error::Decode(e.to_string()))?,
             ),
             None => None,
