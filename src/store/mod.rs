@@ -275,11 +275,11 @@ impl Store {
         let kind = config.database_kind();
         let (url, file) = match kind {
             DatabaseKind::Sqlite => sqlite_url(&config.database_url)?,
-            DatabaseKind::Postgres => (config.database_url.clone(), None),
+            DatabaseKind::Postgres => (postgres_url(&config.database_url), None),
         };
         let inline = file.clone().map(|f| Arc::new(inline::Readers::new(f)));
         let mirror = (kind == DatabaseKind::Postgres && config.database.mirror)
-            .then(|| Arc::new(mirror::Mirror::new(config.database_url.clone())));
+            .then(|| Arc::new(mirror::Mirror::new(url.clone())));
         let wal = file.map(|f| Arc::new(durable::WalSync::new(f)));
         let connect_error = |e: sqlx::Error| OpenError::Connect {
             url: redact_url(&config.database_url),
@@ -639,6 +639,45 @@ fn sqlite_url(url: &str) -> Result<(String, Option<PathBuf>), OpenError> {
     Ok((url, file))
 }
 
+/// A PostgreSQL URL as Tessera connects with it: on this machine's loopback, and with no
+/// `sslmode` asked for (in the URL or in `PGSSLMODE`), without TLS.
+///
+/// Unset, `sslmode` is `prefer`: TLS if the server offers it, which a packaged PostgreSQL does
+/// (Debian's turns `ssl` on with a self-signed certificate), so every query on loopback was
+/// encrypted and decrypted on both sides of the same cores. `prefer` verifies nothing and
+/// settles for plain text whenever the server does not offer TLS; on loopback there is no
+/// wire to protect, only the machine's own processes, which see no more without it. Measured
+/// side by side (BENCHMARKS.md, *Tuning*): TLS on loopback cost PostgreSQL's backends 50–70 µs
+/// of CPU per refresh. An explicit `sslmode` (`require`, `verify-full`, even `prefer`) is kept
+/// as written, and a remote host is left alone.
+fn postgres_url(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_owned(); // sqlx reports what is wrong with it
+    };
+    let asks_tls_mode = parsed
+        .query_pairs()
+        .any(|(k, _)| k == "sslmode" || k == "ssl-mode")
+        || std::env::var_os("PGSSLMODE").is_some();
+    // `postgres:` is not a scheme the URL standard knows, so its host comes as text.
+    let on_loopback = parsed.host_str().is_some_and(|host| {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    // A `host` parameter names another server (or a socket folder): left as asked.
+    let elsewhere = parsed
+        .query_pairs()
+        .any(|(k, _)| k == "host" || k == "hostaddr");
+    if asks_tls_mode || !on_loopback || elsewhere {
+        return url.to_owned();
+    }
+    parsed.query_pairs_mut().append_pair("sslmode", "disable");
+    parsed.into()
+}
+
 /// The URL with any password replaced, for error messages and logs.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
@@ -857,6 +896,42 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(u64::try_from(timeout).unwrap(), BUSY_TIMEOUT_MS);
+    }
+
+    #[test]
+    fn postgres_on_loopback_goes_without_tls_unless_asked() {
+        // (PGSSLMODE is not set in the test environment.)
+        let cases = [
+            (
+                "postgres://u@127.0.0.1:5432/db",
+                "postgres://u@127.0.0.1:5432/db?sslmode=disable",
+            ),
+            (
+                "postgres://u@localhost/db?application_name=x",
+                "postgres://u@localhost/db?application_name=x&sslmode=disable",
+            ),
+            (
+                "postgres://u@[::1]/db",
+                "postgres://u@[::1]/db?sslmode=disable",
+            ),
+            (
+                "postgres://u@127.0.0.1/db?sslmode=require",
+                "postgres://u@127.0.0.1/db?sslmode=require",
+            ),
+            (
+                "postgres://u@127.0.0.1/db?sslmode=prefer",
+                "postgres://u@127.0.0.1/db?sslmode=prefer",
+            ),
+            ("postgres://u@db.internal/db", "postgres://u@db.internal/db"),
+            ("postgres://u@10.0.0.5/db", "postgres://u@10.0.0.5/db"),
+            (
+                "postgres://u@localhost/db?host=/var/run/postgresql",
+                "postgres://u@localhost/db?host=/var/run/postgresql",
+            ),
+        ];
+        for (given, used) in cases {
+            assert_eq!(postgres_url(given), used, "{given}");
+        }
     }
 
     #[test]

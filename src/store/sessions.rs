@@ -92,8 +92,10 @@ pub async fn insert_new(
 /// without the other.
 ///
 /// On PostgreSQL one statement, a data-modifying `WITH` (one round trip); SQLite has no such
-/// `WITH`, so there a transaction on its one writer (in-process, so the extra statements cost
-/// no round trips).
+/// `WITH`, so there a transaction on its one writer. Each of its four statements is a hop to
+/// the connection's worker thread and back; sending the four as one script cut the worker's
+/// context switches from 10.7 to 4.2 per sign-in but not its CPU time or the sign-in rate
+/// (measured side by side), so it stays four plain statements.
 pub async fn save_audited(
     store: &Store,
     s: &SaveSession<'_>,

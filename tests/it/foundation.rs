@@ -418,6 +418,63 @@ async fn scheduled_rotation_happens_once_across_replicas(backend: Backend) {
     }
 }
 
+/// PostgreSQL on this machine's loopback, named with no `sslmode`, is reached without TLS
+/// (`store::postgres_url`): the pools and the mirror's connections alike. An `sslmode` in the
+/// URL is kept: `require` still gets TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_on_loopback_goes_without_tls_unless_asked() {
+    use sqlx::Connection;
+    let Some(backend) = Backend::postgres() else {
+        return;
+    };
+    let db = TestDb::new(&backend).await;
+    let parsed = url::Url::parse(&db.url).unwrap();
+    let loopback = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let (ssl,): (String,) = sqlx::query_as("SHOW ssl")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    if !loopback || ssl != "on" || parsed.query_pairs().any(|(k, _)| k == "sslmode") {
+        eprintln!("needs a loopback PostgreSQL with ssl on, named without sslmode: skipped");
+        return;
+    }
+    let own_tls = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+
+    let app = TestApp::start_with(test_config(&db.url), "").await;
+    let mut conn = app.state.store.read().await.unwrap();
+    let (tls,): (bool,) = sqlx::query_as(own_tls).fetch_one(&mut *conn).await.unwrap();
+    assert!(!tls, "a pool connection on loopback uses TLS");
+    drop(conn);
+    let mirror = "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a \
+                  JOIN pg_stat_ssl s USING (pid) \
+                  WHERE a.datname = current_database() AND a.application_name LIKE 'tessera mirror%'";
+    let mut counts = (0_i64, 0_i64);
+    let mut listening = false;
+    for _ in 0..200 {
+        counts = sqlx::query_as(mirror).fetch_one(&mut admin).await.unwrap();
+        listening = counts.0 >= 2;
+        if listening {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        listening,
+        "the mirror's connections never appeared: {counts:?}"
+    );
+    assert_eq!(counts.1, 0, "the mirror's connections use TLS");
+    app.stop().await;
+
+    let required = format!("{}?sslmode=require", db.url);
+    let app = TestApp::start_with(test_config(&required), "").await;
+    let mut conn = app.state.store.read().await.unwrap();
+    let (tls,): (bool,) = sqlx::query_as(own_tls).fetch_one(&mut *conn).await.unwrap();
+    assert!(tls, "sslmode=require was not honoured");
+    drop(conn);
+    app.stop().await;
+}
+
 async fn readyz_follows_the_database(backend: Backend) {
     let Backend::Postgres(server) = &backend else {
         // An embedded SQLite file cannot become unreachable; readiness is still reported.
