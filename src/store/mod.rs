@@ -647,7 +647,7 @@ fn sqlite_url(url: &str) -> Result<(String, Option<PathBuf>), OpenError> {
 /// encrypted and decrypted on both sides of the same cores. `prefer` verifies nothing and
 /// settles for plain text whenever the server does not offer TLS; on loopback there is no
 /// wire to protect, only the machine's own processes, which see no more without it. Measured
-/// side by side (BENCHMARKS.md, *Tuning*): TLS on loopback cost PostgreSQL's backends 50–70 µs
+/// side by side (BENCHMARKS.md, *Tuning*): TLS on loopback cost PostgreSQL's backends 16–114 µs
 /// of CPU per refresh. An explicit `sslmode` (`require`, `verify-full`, even `prefer`) is kept
 /// as written, and a remote host is left alone.
 fn postgres_url(url: &str) -> String {
