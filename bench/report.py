@@ -66,6 +66,12 @@ def get(scenario, conns, target):
     return by.get((scenario, conns), {}).get(target)
 
 
+def ceiling_for(scenario, conns):
+    """The bare handler measured right before `scenario` (from run 22 also before JWKS, labelled
+    `ceiling static-json-beside-jwks`); runs before that measured it once, before discovery."""
+    return get(f"static-json-beside-{scenario}", conns, "ceiling") or get("static-json", conns, "ceiling")
+
+
 def fmt_ms(v):
     return "?" if v is None else (f"{v:.2f}" if v < 10 else f"{v:.0f}")
 
@@ -85,11 +91,11 @@ print("### Every measurement (req/s, p50 / p99 ms)\n")
 print("| scenario | conns | Tessera SQLite | Tessera PostgreSQL | peer | ceiling | SQLite ÷ peer | PG ÷ peer |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for (scenario, conns) in sorted(by, key=lambda k: (k[0], k[1])):
-    if scenario == "static-json":
+    if scenario.startswith("static-json"):
         continue
     group = by[(scenario, conns)]
     peer = group.get("peer")
-    ceiling = get("static-json", conns, "ceiling") if scenario in ("discovery", "jwks") else None
+    ceiling = ceiling_for(scenario, conns) if scenario in ("discovery", "jwks") else None
     print(
         f"| {scenario} | {conns} | {cell(group.get('tessera-sqlite'))} | {cell(group.get('tessera-postgres'))} | "
         f"{cell(peer)} | {cell(ceiling)} | "
@@ -116,7 +122,9 @@ for label, r in jitters.items():
           f"{r['p50_ms']:.2f} ms at p50, {r['p99_ms']:.1f} ms at p99, {r['max_ms']:.1f} ms at most")
 for conns in sorted({c for (s, c) in by if s == "static-json"}):
     r = get("static-json", conns, "ceiling")
-    print(f"- bare axum ceiling, {conns} connections: {r['rps']:,.0f} req/s")
+    before_jwks = get("static-json-beside-jwks", conns, "ceiling")
+    also = f", and {before_jwks['rps']:,.0f} right before JWKS" if before_jwks else ""
+    print(f"- bare axum ceiling, {conns} connections: {r['rps']:,.0f} req/s right before discovery{also}")
 
 print("\n### Memory (resident)\n")
 for r in rss:
@@ -176,7 +184,7 @@ for conns in conns_seen:
     for t in ("tessera-sqlite", "tessera-postgres"):
         db = "SQLite" if t.endswith("sqlite") else "PG"
         for scenario in ("discovery", "jwks"):
-            me, peer, ceil = get(scenario, conns, t), get(scenario, conns, "peer"), get("static-json", conns, "ceiling")
+            me, peer, ceil = get(scenario, conns, t), get(scenario, conns, "peer"), ceiling_for(scenario, conns)
             if me and ceil:
                 v = me["rps"] / ceil["rps"]
                 target(f"{scenario} ÷ ceiling, {db}, c={conns}", f"{v:.2f}×", "≥ 0.7×", v >= 0.7)
@@ -256,14 +264,14 @@ if chart_path:
     series = [("tessera-sqlite", "Tessera · SQLite", "#2b6cb0"), ("tessera-postgres", "Tessera · PostgreSQL", "#2f855a"),
               ("peer", "oidc-provider (Node 24)", "#c05621"), ("limit", "physical limit", "#718096")]
 
-    def limit_of(kind):
-        ceiling = get("static-json", conns, "ceiling")
+    def limit_of(scenario, kind):
+        ceiling = ceiling_for(scenario, conns)
         return {"ceiling": ceiling and ceiling["rps"], "rsa": rsa, "rsa/2": rsa and rsa / 2, "argon2": argon}.get(kind)
 
     bars = []
     for scenario, kind in scenarios:
         values = [get(scenario, conns, t) and get(scenario, conns, t)["rps"] for t, _, _ in series[:3]]
-        values.append(limit_of(kind) if kind else None)
+        values.append(limit_of(scenario, kind) if kind else None)
         if any(values):
             bars.append((scenario, values))
     lo, hi = 10, 10 ** math.ceil(math.log10(max([v for _, vs in bars for v in vs if v] + [100])))
