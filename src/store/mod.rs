@@ -648,16 +648,18 @@ fn sqlite_url(url: &str) -> Result<(String, Option<PathBuf>), OpenError> {
 /// settles for plain text whenever the server does not offer TLS; on loopback there is no
 /// wire to protect, only the machine's own processes, which see no more without it. Measured
 /// side by side (BENCHMARKS.md, *Tuning*): TLS on loopback cost PostgreSQL's backends 16–114 µs
-/// of CPU per refresh. An explicit `sslmode` (`require`, `verify-full`, even `prefer`) is kept
-/// as written, and a remote host is left alone.
+/// of CPU per refresh. A URL or environment with any TLS setting (`sslmode`, even `prefer`;
+/// `sslrootcert`, with which sqlx verifies the server) is kept as written, and a remote host
+/// is left alone.
 fn postgres_url(url: &str) -> String {
     let Ok(mut parsed) = url::Url::parse(url) else {
         return url.to_owned(); // sqlx reports what is wrong with it
     };
-    let asks_tls_mode = parsed
-        .query_pairs()
-        .any(|(k, _)| k == "sslmode" || k == "ssl-mode")
-        || std::env::var_os("PGSSLMODE").is_some();
+    // Any TLS setting counts as asking: a root certificate alone makes sqlx verify the server.
+    let asks_tls_mode = parsed.query_pairs().any(|(k, _)| k.starts_with("ssl"))
+        || ["PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY"]
+            .iter()
+            .any(|var| std::env::var_os(var).is_some());
     // `postgres:` is not a scheme the URL standard knows, so its host comes as text.
     let on_loopback = parsed.host_str().is_some_and(|host| {
         host.eq_ignore_ascii_case("localhost")
@@ -900,7 +902,7 @@ mod tests {
 
     #[test]
     fn postgres_on_loopback_goes_without_tls_unless_asked() {
-        // (PGSSLMODE is not set in the test environment.)
+        // (No PGSSL* variable is set in the test environment.)
         let cases = [
             (
                 "postgres://u@127.0.0.1:5432/db",
@@ -921,6 +923,10 @@ mod tests {
             (
                 "postgres://u@127.0.0.1/db?sslmode=prefer",
                 "postgres://u@127.0.0.1/db?sslmode=prefer",
+            ),
+            (
+                "postgres://u@localhost/db?sslrootcert=/etc/ca.pem",
+                "postgres://u@localhost/db?sslrootcert=/etc/ca.pem",
             ),
             ("postgres://u@db.internal/db", "postgres://u@db.internal/db"),
             ("postgres://u@10.0.0.5/db", "postgres://u@10.0.0.5/db"),
