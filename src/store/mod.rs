@@ -639,8 +639,8 @@ fn sqlite_url(url: &str) -> Result<(String, Option<PathBuf>), OpenError> {
     Ok((url, file))
 }
 
-/// A PostgreSQL URL as Tessera connects with it: on this machine's loopback, and with no
-/// `sslmode` asked for (in the URL or in `PGSSLMODE`), without TLS.
+/// A PostgreSQL URL as Tessera connects with it: on this machine's loopback, and with no TLS
+/// setting in the URL (`ssl…`) or the environment (`PGSSL…`), without TLS.
 ///
 /// Unset, `sslmode` is `prefer`: TLS if the server offers it, which a packaged PostgreSQL does
 /// (Debian's turns `ssl` on with a self-signed certificate), so every query on loopback was
@@ -656,7 +656,7 @@ fn postgres_url(url: &str) -> String {
         return url.to_owned(); // sqlx reports what is wrong with it
     };
     // Any TLS setting counts as asking: a root certificate alone makes sqlx verify the server.
-    let asks_tls_mode = parsed.query_pairs().any(|(k, _)| k.starts_with("ssl"))
+    let tls_asked = parsed.query_pairs().any(|(k, _)| k.starts_with("ssl"))
         || ["PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY"]
             .iter()
             .any(|var| std::env::var_os(var).is_some());
@@ -673,7 +673,7 @@ fn postgres_url(url: &str) -> String {
     let elsewhere = parsed
         .query_pairs()
         .any(|(k, _)| k == "host" || k == "hostaddr");
-    if asks_tls_mode || !on_loopback || elsewhere {
+    if tls_asked || !on_loopback || elsewhere {
         return url.to_owned();
     }
     parsed.query_pairs_mut().append_pair("sslmode", "disable");

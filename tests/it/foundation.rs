@@ -418,25 +418,23 @@ async fn scheduled_rotation_happens_once_across_replicas(backend: Backend) {
     }
 }
 
-/// PostgreSQL on this machine's loopback, named with no `sslmode`, is reached without TLS
+/// PostgreSQL on this machine's loopback, named with no TLS setting, is reached without TLS
 /// (`store::postgres_url`): the pools and the mirror's connections alike. An `sslmode` in the
 /// URL is kept: `require` still gets TLS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_on_loopback_goes_without_tls_unless_asked() {
-    use sqlx::Connection;
     let Some(backend) = Backend::postgres() else {
         return;
     };
     let db = TestDb::new(&backend).await;
     let parsed = url::Url::parse(&db.url).unwrap();
     let loopback = matches!(parsed.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let (ssl,): (String,) = sqlx::query_as("SHOW ssl")
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
-    if !loopback || ssl != "on" || parsed.query_pairs().any(|(k, _)| k == "sslmode") {
-        eprintln!("needs a loopback PostgreSQL with ssl on, named without sslmode: skipped");
+    let admin = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let (ssl,): (String,) = sqlx::query_as("SHOW ssl").fetch_one(&admin).await.unwrap();
+    let tls_asked = parsed.query_pairs().any(|(k, _)| k.starts_with("ssl"))
+        || std::env::vars_os().any(|(k, _)| k.to_string_lossy().starts_with("PGSSL"));
+    if !loopback || ssl != "on" || tls_asked {
+        eprintln!("needs a loopback PostgreSQL with ssl on, named without TLS settings: skipped");
         return;
     }
     let own_tls = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
@@ -449,16 +447,14 @@ async fn postgres_on_loopback_goes_without_tls_unless_asked() {
     let mirror = "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a \
                   JOIN pg_stat_ssl s USING (pid) \
                   WHERE a.datname = current_database() AND a.application_name LIKE 'tessera mirror%'";
-    let mut counts = (0_i64, 0_i64);
-    let mut listening = false;
-    for _ in 0..200 {
-        counts = sqlx::query_as(mirror).fetch_one(&mut admin).await.unwrap();
-        listening = counts.0 >= 2;
-        if listening {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let count = || async {
+        sqlx::query_as::<_, (i64, i64)>(mirror)
+            .fetch_one(&admin)
+            .await
+            .unwrap()
+    };
+    let listening = eventually(Duration::from_secs(10), || async { count().await.0 >= 2 }).await;
+    let counts = count().await;
     assert!(
         listening,
         "the mirror's connections never appeared: {counts:?}"
