@@ -243,8 +243,7 @@ impl Accounts<'_> {
         let user = if login.len() > 254 || password.len() > crate::crypto::password::MAX_LENGTH {
             None
         } else {
-            let mut conn = self.store.read().await?;
-            users::by_login(&mut conn, login).await?
+            users::find_by_login(self.store, login).await?
         };
         let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
         let ok = self.passwords.verify(password, hash).await?;

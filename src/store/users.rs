@@ -148,19 +148,37 @@ pub async fn find_by_grant(
         .await
 }
 
+/// A username or email, folded, to its account: the username first.
+static BY_LOGIN: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {COLUMNS} FROM users WHERE username_key = $1 OR email_key = $1 \
+         ORDER BY CASE WHEN username_key = $1 THEN 0 ELSE 1 END LIMIT 1"
+    )
+});
+
 /// Finds a user by username or by email, case-insensitively.
 pub async fn by_login(
     conn: &mut AnyConnection,
     login: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as(&BY_LOGIN)
+        .bind(fold(login))
+        .fetch_optional(conn)
+        .await
+}
+
+/// [`by_login`] as a point read of the store, for password sign-in: on SQLite on the calling
+/// thread, where the pool's reader would cost a hop to its worker thread for the query and
+/// another for the check sqlx makes of a connection it takes back.
+pub async fn find_by_login(store: &Store, login: &str) -> Result<Option<UserRow>, sqlx::Error> {
     let key = fold(login);
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM users WHERE username_key = $1 OR email_key = $1 \
-         ORDER BY CASE WHEN username_key = $1 THEN 0 ELSE 1 END LIMIT 1"
-    ))
-    .bind(key)
-    .fetch_optional(conn)
-    .await
+    if let Some(Ok(row)) = store
+        .inline()
+        .map(|r| r.row::<UserRow>(&BY_LOGIN, &[("$1", &key as &dyn ToSql)]))
+    {
+        return Ok(row);
+    }
+    by_login(&mut *store.read().await?, login).await
 }
 
 pub async fn by_email(

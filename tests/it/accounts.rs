@@ -142,6 +142,32 @@ async fn register_verify_sign_out_and_sign_in(backend: Backend) {
         303
     );
     assert!(other.signed_in().await);
+    // The lookup a sign-in makes: by either name, in any case; on SQLite a point read on the
+    // request's own thread, not a hop to the pool's worker.
+    let store = &app.state.store;
+    let served = || store.inline().map(|r| r.counts());
+    let before = served();
+    let by_name = tessera::store::users::find_by_login(store, "ALICE")
+        .await
+        .unwrap();
+    let by_email = tessera::store::users::find_by_login(store, "alice@EXAMPLE.com")
+        .await
+        .unwrap();
+    let (by_name, by_email) = (by_name.unwrap(), by_email.unwrap());
+    assert_eq!(
+        (by_name.username.as_str(), &by_email.id),
+        ("alice", &by_name.id)
+    );
+    match backend {
+        Backend::Sqlite => {
+            let ((s0, f0), (s1, f1)) = (before.unwrap(), served().unwrap());
+            assert!(
+                s1 >= s0 + 2 && f1 == f0,
+                "lookups inline: {s0} → {s1}, {f0} → {f1}"
+            );
+        }
+        Backend::Postgres(_) => assert!(before.is_none()),
+    }
 
     // return_to is honoured for local paths only.
     let third = app.browser();
