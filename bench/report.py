@@ -169,9 +169,18 @@ def hash_split(t, conns):
     ms, share = mean_limit(label, "cpu_ms_per_op"), mean_limit(label, "cpu_share")
     if not mine or not ms or not share:
         return ""
+    rest = ""
+    if "server_other_share" in mine:
+        # From run 24: where the rest of the machine went (bench/threads.py).
+        db = (f", PostgreSQL {mine['postgres_share']:.1%}"
+              if t.endswith("postgres") else "")
+        rest = (f"; the rest: the server's other threads {mine['server_other_share']:.1%} "
+                f"({mine['server_other_us_per_hash']:,} µs a sign-in){db}, the driver and the "
+                f"kernel {mine['rest_share']:.1%}, idle {mine['idle_share']:.1%}")
     return (f" (a hash: {mine['cpu_ms_per_hash']:.1f} ms of CPU, the limit's {ms:.1f} ms → "
             f"{ms / mine['cpu_ms_per_hash']:.2f}×; the hashing threads' share: "
-            f"{mine['hashing_share']:.0%}, the limit's {share:.0%} → {mine['hashing_share'] / share:.2f}×)")
+            f"{mine['hashing_share']:.0%}, the limit's {share:.0%} → "
+            f"{mine['hashing_share'] / share:.2f}×{rest})")
 
 
 def target(name, value, bound, ok, unit="×"):
