@@ -98,7 +98,14 @@ def cost(before, after, result):
     if hashes <= 0 or wall <= 0 or run <= 0:
         return None
     cpus = os.cpu_count() or 1
-    line = {
+    # The rest of the machine, over the snaps' whole interval (the driver's start and exit
+    # included, which the hashing share leaves out): per sign-in, and as shares.
+    span = (a["t"] - b["t"]) * cpus
+    other = a["other_ns"] - b["other_ns"]
+    database = a["postgres_ns"] - b["postgres_ns"]
+    busy = a["busy_ns"] - b["busy_ns"]
+    rest = max(busy - run - other - database, 0)
+    return {
         "label": f"{r['label']} cpu",
         "connections": r["connections"],
         "hashes": hashes,
@@ -106,25 +113,14 @@ def cost(before, after, result):
         "hashing_share": round(run / (wall * cpus), 3),
         # Time the hashing threads were ready to run but waited for a core.
         "waiting_share": round((a["wait_ns"] - b["wait_ns"]) / (wall * cpus), 3),
+        "server_other_us_per_hash": round(other / hashes / 1e3),
+        "postgres_us_per_hash": round(database / hashes / 1e3),
+        "rest_us_per_hash": round(rest / hashes / 1e3),
+        "server_other_share": round(other / span, 3),
+        "postgres_share": round(database / span, 3),
+        "rest_share": round(rest / span, 3),
+        "idle_share": round(max(span - busy, 0) / span, 3),
     }
-    if "busy_ns" in a and "busy_ns" in b:
-        # The rest of the machine, over the snaps' whole interval (the driver's start and exit
-        # included, which the hashing share leaves out): per sign-in, and as shares.
-        span = (a["t"] - b["t"]) * cpus
-        other = a["other_ns"] - b["other_ns"]
-        database = a["postgres_ns"] - b["postgres_ns"]
-        busy = a["busy_ns"] - b["busy_ns"]
-        rest = max(busy - run - other - database, 0)
-        line.update({
-            "server_other_us_per_hash": round(other / hashes / 1e3),
-            "postgres_us_per_hash": round(database / hashes / 1e3),
-            "rest_us_per_hash": round(rest / hashes / 1e3),
-            "server_other_share": round(other / span, 3),
-            "postgres_share": round(database / span, 3),
-            "rest_share": round(rest / span, 3),
-            "idle_share": round(max(span - busy, 0) / span, 3),
-        })
-    return line
 
 
 if __name__ == "__main__":
