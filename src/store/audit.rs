@@ -46,25 +46,26 @@ impl NewEvent<'_> {
     }
 }
 
+/// One row, `$1`–`$8` in [`INSERT`]'s column order.
+const INSERT_ONE: &str = "INSERT INTO audit_events (at, kind, outcome, user_id, client_id, ip, \
+     user_agent, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
 pub async fn insert(
     conn: &mut AnyConnection,
     e: &NewEvent<'_>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO audit_events (at, kind, outcome, user_id, client_id, ip, user_agent, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(now)
-    .bind(e.kind)
-    .bind(e.outcome)
-    .bind(e.user_id)
-    .bind(e.client_id)
-    .bind(e.ip)
-    .bind(e.user_agent)
-    .bind(e.detail)
-    .execute(conn)
-    .await?;
+    sqlx::query(INSERT_ONE)
+        .bind(now)
+        .bind(e.kind)
+        .bind(e.outcome)
+        .bind(e.user_id)
+        .bind(e.client_id)
+        .bind(e.ip)
+        .bind(e.user_agent)
+        .bind(e.detail)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -131,6 +132,22 @@ pub async fn insert_many(
         query = bind_event(query, e);
     }
     query.execute(conn).await?;
+    Ok(())
+}
+
+/// Inserts `e` on an inline SQLite connection (`inline::Writer`).
+pub(super) fn insert_here(conn: &rusqlite::Connection, e: &OwnedEvent) -> rusqlite::Result<()> {
+    conn.prepare_cached(INSERT_ONE)?
+        .execute(rusqlite::named_params! {
+            "$1": e.at,
+            "$2": e.kind,
+            "$3": e.outcome,
+            "$4": e.user_id,
+            "$5": e.client_id,
+            "$6": e.ip,
+            "$7": e.user_agent,
+            "$8": e.detail,
+        })?;
     Ok(())
 }
 

@@ -92,6 +92,8 @@ pub struct Store {
     unflushed: Option<AnyPool>,
     /// SQLite on a file only: the point reads run on the calling thread ([`inline`]).
     inline: Option<Arc<inline::Readers>>,
+    /// SQLite on a file only: short writes on the calling thread ([`inline::Writer`]).
+    inline_writer: Option<Arc<inline::Writer>>,
     /// PostgreSQL only (unless `database.mirror` is off): clients and revoked token ids in
     /// memory ([`mirror`]); trusted only once a server has started its listener.
     mirror: Option<Arc<mirror::Mirror>>,
@@ -278,6 +280,7 @@ impl Store {
             DatabaseKind::Postgres => (postgres_url(&config.database_url), None),
         };
         let inline = file.clone().map(|f| Arc::new(inline::Readers::new(f)));
+        let inline_writer = file.clone().map(|f| Arc::new(inline::Writer::new(f)));
         let mirror = (kind == DatabaseKind::Postgres && config.database.mirror)
             .then(|| Arc::new(mirror::Mirror::new(url.clone())));
         let wal = file.map(|f| Arc::new(durable::WalSync::new(f)));
@@ -360,6 +363,7 @@ impl Store {
             wal,
             unflushed,
             inline,
+            inline_writer,
             mirror,
             grants: Arc::default(),
         })
@@ -418,6 +422,21 @@ impl Store {
     /// SQLite on a file: the readers that answer point reads on the calling thread.
     pub fn inline(&self) -> Option<&inline::Readers> {
         self.inline.as_deref()
+    }
+
+    /// SQLite on a file: the connection for short writes on the calling thread.
+    pub fn inline_writer(&self) -> Option<&inline::Writer> {
+        self.inline_writer.as_deref()
+    }
+
+    /// Returns once everything committed before the call is durable: after a flush of
+    /// SQLite's write-ahead log ([`durable::WalSync::sync`]); at once on PostgreSQL, whose
+    /// commits wait for their own flush.
+    pub async fn flushed(&self) -> Result<(), sqlx::Error> {
+        match &self.wal {
+            Some(wal) => wal.sync().await.map_err(sqlx::Error::Io),
+            None => Ok(()),
+        }
     }
 
     /// PostgreSQL: the in-memory mirror of clients and revoked token ids, when it is current.

@@ -85,18 +85,74 @@ pub async fn insert_new(
     Ok(done.rows_affected() == 1)
 }
 
-/// Writes a session ([`insert_new`] when `new`, else [`upsert`]) and `event` in one commit,
-/// and returns once that commit is durable; `false`, with nothing written, when `new` and the
-/// id is taken. A sign-in writes its session and its `signed_in` row so: one flush of the
-/// database's log where two sequential writes took two, and a crash cannot keep one of them
-/// without the other.
+/// Writes a session ([`insert_new`] when `new`, else [`upsert`]) and `event`, if any, in one
+/// commit, and returns once that commit is durable; `false`, with nothing written, when `new`
+/// and the id is taken. A sign-in writes its session and its `signed_in` row so: one flush of
+/// the database's log where two sequential writes took two, and a crash cannot keep one of
+/// them without the other.
 ///
-/// On PostgreSQL one statement, a data-modifying `WITH` (one round trip); SQLite has no such
-/// `WITH`, so there a transaction on its one writer. Each of its four statements is a hop to
-/// the connection's worker thread and back; sending the four as one script cut the worker's
-/// context switches from 10.7 to 4.2 per sign-in but not its CPU time or the sign-in rate
-/// (measured side by side), so it stays four plain statements.
-pub async fn save_audited(
+/// On SQLite the transaction runs on the calling thread ([`super::inline::Writer`]) when the
+/// database's write lock is free, and otherwise through sqlx's writer, where writes queue.
+pub async fn save(
+    store: &Store,
+    s: &SaveSession<'_>,
+    new: bool,
+    event: Option<&OwnedEvent>,
+) -> Result<bool, sqlx::Error> {
+    if let Some(writer) = store.inline_writer()
+        && let Ok(written) = writer.transaction(|conn| save_here(conn, s, new, event))
+    {
+        store.flushed().await?;
+        return Ok(written);
+    }
+    match event {
+        Some(event) => save_audited(store, s, new, event).await,
+        None => {
+            // One statement: no transaction around it (a session's write is one round trip
+            // on PostgreSQL, not three).
+            let mut conn = store.autocommit().await?;
+            let written = if new {
+                insert_new(&mut conn, s).await?
+            } else {
+                upsert(&mut conn, s).await?;
+                true
+            };
+            conn.durable().await?;
+            Ok(written)
+        }
+    }
+}
+
+/// [`save`]'s transaction on an inline SQLite connection.
+fn save_here(
+    conn: &rusqlite::Connection,
+    s: &SaveSession<'_>,
+    new: bool,
+    event: Option<&OwnedEvent>,
+) -> rusqlite::Result<bool> {
+    let written = conn
+        .prepare_cached(if new { INSERT_NEW } else { UPSERT })?
+        .execute(rusqlite::named_params! {
+            "$1": s.id,
+            "$2": s.user_id,
+            "$3": s.data,
+            "$4": s.now,
+            "$5": s.expires_at,
+            "$6": s.user_agent,
+            "$7": s.ip,
+        })?;
+    if new && written != 1 {
+        return Ok(false);
+    }
+    if let Some(event) = event {
+        super::audit::insert_here(conn, event)?;
+    }
+    Ok(true)
+}
+
+/// [`save`] with an event through sqlx. On PostgreSQL one statement, a data-modifying `WITH`
+/// (one round trip); SQLite has no such `WITH`, so there a transaction on its one writer.
+async fn save_audited(
     store: &Store,
     s: &SaveSession<'_>,
     new: bool,

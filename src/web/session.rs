@@ -118,26 +118,9 @@ impl DbSessionStore {
             ip: text(IP),
             now,
         };
-        if let Some(event) = &audit {
-            return store::sessions::save_audited(&self.store, &row, new, event)
-                .await
-                .map_err(backend);
-        }
-        // One statement: no transaction around it (a session's write is one round trip on
-        // PostgreSQL, not three).
-        let mut conn = self.store.autocommit().await.map_err(backend)?;
-        let written = if new {
-            store::sessions::insert_new(&mut conn, &row)
-                .await
-                .map_err(backend)?
-        } else {
-            store::sessions::upsert(&mut conn, &row)
-                .await
-                .map_err(backend)?;
-            true
-        };
-        conn.durable().await.map_err(backend)?;
-        Ok(written)
+        store::sessions::save(&self.store, &row, new, audit.as_ref())
+            .await
+            .map_err(backend)
     }
 }
 

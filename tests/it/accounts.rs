@@ -1070,7 +1070,7 @@ async fn security_events_reach_the_audit_log(backend: Backend) {
 /// leaves neither.
 async fn a_sign_in_writes_its_session_and_audit_row_together(backend: Backend) {
     use tessera::store::audit::OwnedEvent;
-    use tessera::store::sessions::{SaveSession, save_audited};
+    use tessera::store::sessions::{SaveSession, save};
 
     let db = TestDb::new(&backend).await;
     let app = TestApp::start(&db).await;
@@ -1127,31 +1127,46 @@ async fn a_sign_in_writes_its_session_and_audit_row_together(backend: Backend) {
     let (taken, user) = (session_id.as_str(), user_id.as_str());
     // A new session under a taken id: nothing written, the caller draws another id.
     assert!(
-        !save_audited(&store, &session(taken, user), true, &event("test_taken"))
-            .await
-            .unwrap()
+        !save(
+            &store,
+            &session(taken, user),
+            true,
+            Some(&event("test_taken"))
+        )
+        .await
+        .unwrap()
     );
     // A session that cannot be stored (no such account): its row is not written either.
     assert!(
-        save_audited(
+        save(
             &store,
             &session("fresh-id", "no-such-user"),
             true,
-            &event("test_orphan")
+            Some(&event("test_orphan"))
         )
         .await
         .is_err()
     );
     // An update of a stored session, and a new one: each with its row.
     assert!(
-        save_audited(&store, &session(taken, user), false, &event("test_update"))
-            .await
-            .unwrap()
+        save(
+            &store,
+            &session(taken, user),
+            false,
+            Some(&event("test_update"))
+        )
+        .await
+        .unwrap()
     );
     assert!(
-        save_audited(&store, &session("fresh-id", user), true, &event("test_new"))
-            .await
-            .unwrap()
+        save(
+            &store,
+            &session("fresh-id", user),
+            true,
+            Some(&event("test_new"))
+        )
+        .await
+        .unwrap()
     );
     let kinds: Vec<String> =
         sqlx::query_scalar("SELECT kind FROM audit_events WHERE kind LIKE 'test_%' ORDER BY id")
@@ -1163,6 +1178,50 @@ async fn a_sign_in_writes_its_session_and_audit_row_together(backend: Backend) {
         count("SELECT COUNT(*) FROM sessions WHERE id = 'fresh-id'").await,
         1
     );
+
+    // On SQLite these writes ran on the calling thread, the orphan's failed there and was
+    // made (and failed) through the pool. While sqlx's writer holds the write lock a save
+    // does not wait for it here: it queues behind it in the pool, and is written once the
+    // lock is free.
+    if let Backend::Postgres(_) = backend {
+        assert!(store.inline_writer().is_none());
+    } else {
+        let writer = store
+            .inline_writer()
+            .expect("SQLite writes sessions inline");
+        let (served, fell_back) = writer.counts();
+        assert!(served >= 3, "sign-in and test writes made inline: {served}");
+        assert!(fell_back >= 1, "the orphan's write went to the pool");
+        let held = store.begin_write().await.unwrap();
+        let queued = tokio::spawn({
+            let store = store.clone();
+            let event = event("test_queued");
+            let user = user.to_owned();
+            async move {
+                save(&store, &session("queued-id", &user), true, Some(&event))
+                    .await
+                    .unwrap()
+            }
+        });
+        for _ in 0..100 {
+            if writer.counts().1 > fell_back {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            writer.counts().1,
+            fell_back + 1,
+            "the held lock sent it to the pool"
+        );
+        assert!(!queued.is_finished());
+        held.rollback().await.unwrap();
+        assert!(queued.await.unwrap());
+        assert_eq!(
+            count("SELECT COUNT(*) FROM audit_events WHERE kind = 'test_queued'").await,
+            1
+        );
+    }
     app.stop().await;
 }
 
