@@ -23,6 +23,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, TryLockError};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Params, Row};
 
@@ -167,18 +168,35 @@ impl Readers {
 /// ping sqlx makes of a connection handed back), each a futex wake and a context switch on both
 /// sides. Under the sign-in load those wake-ups preempt the password hashes. Here the same
 /// statements run on the asking thread, in one `BEGIN IMMEDIATE` transaction on a connection of
-/// their own, in a few tens of microseconds.
+/// their own: a few hundred microseconds on the benchmark's machines, most of it the `COMMIT`'s
+/// writes into the log. The first commit after the log was started over also syncs the log's
+/// new header (SQLite does that in `synchronous = NORMAL`), about once a second under load,
+/// and when that commit is made here, an async worker waits for that sync.
 ///
-/// It never waits: if another thread is using this connection, or another connection holds
-/// SQLite's write lock (sqlx's writer in a grant batch, a checkpoint starting the log over), the
-/// caller makes the write through sqlx as before, where writes queue. The connection has no
-/// busy timeout, checkpoints nothing itself (`wal_autocheckpoint = 0`, as on every connection)
-/// and commits with `synchronous = NORMAL`: the caller then waits for the group commit's flush
-/// like any other write.
+/// It never waits for a lock. It is used only while its caller holds sqlx's one writer
+/// ([`super::Store::write_here`]), so the two do not contend for SQLite's lock; if this
+/// connection is in use, or another one holds SQLite's write lock (a checkpoint starting the
+/// log over, another process), the caller makes the write through sqlx as before. The
+/// connection has no busy timeout, takes the pragmas of sqlx's connections (it checkpoints
+/// nothing, `wal_autocheckpoint = 0`) and commits with `synchronous = NORMAL`: the caller then
+/// waits for the group commit's flush like any other write ([`super::Store::flushed`]).
+/// How long the [`Writer`] leaves its connection unopened after opening it failed.
+const RETRY_CONNECT: Duration = Duration::from_secs(1);
+
+/// The [`Writer`]'s connection, when it is not in use.
+#[derive(Debug, Default)]
+enum Slot {
+    Idle(Connection),
+    #[default]
+    Empty,
+    /// Opening it failed at this instant.
+    Failed(Instant),
+}
+
 #[derive(Debug)]
 pub struct Writer {
     database: PathBuf,
-    conn: Mutex<Option<Connection>>,
+    conn: Mutex<Slot>,
     served: AtomicU64,
     fell_back: AtomicU64,
     counters: [metrics::Counter; 2],
@@ -214,11 +232,24 @@ impl Writer {
                 return Err(self.fall_back(&"the connection is in use"));
             }
         };
-        let outcome = match slot.take().map_or_else(|| self.connect(), Ok) {
+        let taken = match std::mem::take(&mut *slot) {
+            Slot::Idle(conn) => Ok(conn),
+            // A file this connection cannot open (its permissions, say) costs a write nothing
+            // but the pool's, rather than a failed open each time.
+            Slot::Failed(at) if at.elapsed() < RETRY_CONNECT => {
+                *slot = Slot::Failed(at);
+                drop(slot);
+                return Err(self.fall_back(&"its connection failed to open a moment ago"));
+            }
+            Slot::Empty | Slot::Failed(_) => self.connect().inspect_err(|_| {
+                *slot = Slot::Failed(Instant::now());
+            }),
+        };
+        let outcome = match taken {
             Ok(conn) => {
                 let (outcome, keep) = Self::run(&conn, write);
                 if keep {
-                    *slot = Some(conn);
+                    *slot = Slot::Idle(conn);
                 }
                 outcome
             }
@@ -235,7 +266,8 @@ impl Writer {
         }
     }
 
-    fn fall_back(&self, why: &dyn std::fmt::Display) -> NotHere {
+    /// Counts a write handed to the pool, and says why in the debug log.
+    pub(super) fn fall_back(&self, why: &dyn std::fmt::Display) -> NotHere {
         tracing::debug!(%why, "an inline SQLite write went to the pool");
         self.fell_back.fetch_add(1, Ordering::Relaxed);
         self.counters[1].increment(1);
@@ -277,8 +309,10 @@ impl Writer {
     fn connect(&self) -> rusqlite::Result<Connection> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&self.database, flags)?;
+        // rusqlite opens with a busy timeout of 5 s: never wait, not even for the pragmas.
+        conn.busy_timeout(Duration::ZERO)?;
         conn.execute_batch(super::SQLITE_PRAGMAS)?;
-        conn.execute_batch("PRAGMA busy_timeout = 0;")?;
+        conn.busy_timeout(Duration::ZERO)?;
         conn.set_prepared_statement_cache_capacity(STATEMENTS);
         Ok(conn)
     }

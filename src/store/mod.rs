@@ -13,7 +13,8 @@
 //!
 //! Every write goes through a [`WriteTx`], whose `commit` returns only once the commit is
 //! durable, or, when it is a single statement, through an [`Autocommit`], whose `durable` does
-//! the same. On SQLite that is a group commit (see [`durable`]): transactions commit without an
+//! the same; a session's write on SQLite may instead commit on the calling thread
+//! ([`inline::Writer`]) and then wait in [`Store::flushed`] the same way. On SQLite that is a group commit (see [`durable`]): transactions commit without an
 //! fsync of their own, and one `fdatasync` of the write-ahead log then covers every commit
 //! made before it started, so concurrent requests share the flush instead of queueing for one
 //! each.
@@ -275,12 +276,13 @@ impl Store {
         DRIVERS.call_once(sqlx::any::install_default_drivers);
 
         let kind = config.database_kind();
-        let (url, file) = match kind {
+        let (url, file, plain) = match kind {
             DatabaseKind::Sqlite => sqlite_url(&config.database_url)?,
-            DatabaseKind::Postgres => (postgres_url(&config.database_url), None),
+            DatabaseKind::Postgres => (postgres_url(&config.database_url), None, false),
         };
-        let inline = file.clone().map(|f| Arc::new(inline::Readers::new(f)));
-        let inline_writer = file.clone().map(|f| Arc::new(inline::Writer::new(f)));
+        let here = file.clone().filter(|_| plain);
+        let inline = here.clone().map(|f| Arc::new(inline::Readers::new(f)));
+        let inline_writer = here.map(|f| Arc::new(inline::Writer::new(f)));
         let mirror = (kind == DatabaseKind::Postgres && config.database.mirror)
             .then(|| Arc::new(mirror::Mirror::new(url.clone())));
         let wal = file.map(|f| Arc::new(durable::WalSync::new(f)));
@@ -427,6 +429,23 @@ impl Store {
     /// SQLite on a file: the connection for short writes on the calling thread.
     pub fn inline_writer(&self) -> Option<&inline::Writer> {
         self.inline_writer.as_deref()
+    }
+
+    /// Runs `write` in a transaction on the calling thread ([`inline::Writer`]), while holding
+    /// sqlx's one writer, if that is free at this instant; `NotHere`, with nothing written,
+    /// otherwise (PostgreSQL, memory, the writer in use or queued for): the caller makes the
+    /// write through sqlx. Holding sqlx's writer keeps the two connections from contending for
+    /// SQLite's write lock: a sqlx write meeting a held lock would sleep in SQLite's busy
+    /// handler (1, 2, 5… ms) where, queued on the pool, it is woken as the writer comes back.
+    pub fn write_here<T>(
+        &self,
+        write: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, inline::NotHere> {
+        let here = self.inline_writer.as_deref().ok_or(inline::NotHere)?;
+        let Some(_sqlx_writer) = self.writer.try_acquire() else {
+            return Err(here.fall_back(&"sqlx's writer is in use"));
+        };
+        here.transaction(write)
     }
 
     /// Returns once everything committed before the call is durable: after a flush of
@@ -628,7 +647,11 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
 
 /// Turns `sqlite://data/tessera.db` into a URL that creates the file, and creates its folder;
 /// also returns the database file's path (none for an in-memory database).
-fn sqlite_url(url: &str) -> Result<(String, Option<PathBuf>), OpenError> {
+/// The URL sqlx opens, the database file (none in memory) and whether the inline readers and
+/// writer may open that file too: only when the URL asks for nothing beyond the open mode.
+/// They use SQLite's default VFS and locking, so a URL that names another VFS, `immutable` or
+/// read-only mode keeps every statement on sqlx.
+fn sqlite_url(url: &str) -> Result<(String, Option<PathBuf>, bool), OpenError> {
     let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     // sqlx percent-decodes the file name (so that it may hold `?` or `#`); the log's flush
@@ -648,6 +671,9 @@ fn sqlite_url(url: &str) -> Result<(String, Option<PathBuf>), OpenError> {
     }
     let file = (!path.is_empty() && !path.starts_with(":memory:") && !query.contains("memory"))
         .then(|| PathBuf::from(path));
+    let plain = query
+        .split('&')
+        .all(|option| matches!(option, "" | "mode=rwc" | "mode=rw"));
     let url = if query.contains("mode=") {
         url.to_owned()
     } else if query.is_empty() {
@@ -655,7 +681,7 @@ fn sqlite_url(url: &str) -> Result<(String, Option<PathBuf>), OpenError> {
     } else {
         format!("{url}&mode=rwc")
     };
-    Ok((url, file))
+    Ok((url, file, plain))
 }
 
 /// A PostgreSQL URL as Tessera connects with it: on this machine's loopback, and with no TLS
@@ -752,6 +778,51 @@ mod tests {
         store.migrate().await.unwrap();
         let wal = store.wal.clone().expect("a SQLite file has a group commit");
         (store, wal)
+    }
+
+    /// A session written on the calling thread is answered only once a flush of the log
+    /// covers it, as every write through sqlx is.
+    #[tokio::test]
+    async fn a_session_written_here_waits_for_the_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, wal) = sqlite_file(&dir).await;
+        // The migrations' connection is handed back to the pool in a task of its own (sqlx
+        // pings it first); until then the writer is not free and a save goes to the pool.
+        while store.writer.num_idle() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let before = wal.tickets();
+        wal.hold_flushes(true);
+        let save = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let session = sessions::SaveSession {
+                    id: "visitor",
+                    user_id: None,
+                    data: "{}",
+                    expires_at: i64::MAX / 2,
+                    user_agent: "",
+                    ip: "",
+                    now: 1,
+                };
+                sessions::save(&store, &session, true, None).await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Committed here (no trip to the pool), and still waiting for its flush.
+        assert_eq!(store.inline_writer().unwrap().counts(), (1, 0));
+        assert_eq!(wal.tickets(), before + 1);
+        assert!(!save.is_finished());
+        wal.hold_flushes(false);
+        assert!(save.await.unwrap().unwrap());
+        assert!(wal.covers(before + 1));
+
+        // While sqlx's one writer is taken, even before it has locked anything, nothing is
+        // written here: the two never contend for SQLite's lock.
+        let taken = store.autocommit().await.unwrap();
+        assert_eq!(store.write_here(|_| Ok(())), Err(inline::NotHere));
+        assert_eq!(store.inline_writer().unwrap().counts(), (1, 1));
+        drop(taken);
     }
 
     #[tokio::test]
@@ -966,16 +1037,25 @@ mod tests {
         let url = format!("sqlite://{}", db.display());
         assert_eq!(
             sqlite_url(&url).unwrap(),
-            (format!("{url}?mode=rwc"), Some(db.clone()))
+            (format!("{url}?mode=rwc"), Some(db.clone()), true)
         );
         assert!(dir.path().join("a/b").is_dir());
         assert_eq!(
             sqlite_url("sqlite://x.db?mode=ro").unwrap(),
             (
                 "sqlite://x.db?mode=ro".to_owned(),
-                Some(PathBuf::from("x.db"))
+                Some(PathBuf::from("x.db")),
+                false
             )
         );
+        // Another VFS or `immutable`: the inline paths would not share sqlx's locking.
+        assert!(!sqlite_url("sqlite://x.db?vfs=unix-dotfile").unwrap().2);
+        assert!(
+            !sqlite_url("sqlite://x.db?immutable=true&mode=rw")
+                .unwrap()
+                .2
+        );
+        assert!(sqlite_url("sqlite://x.db?mode=rw").unwrap().2);
         assert_eq!(sqlite_url("sqlite::memory:").unwrap().1, None);
         // The file sqlx opens: its name percent-decoded.
         let spaced = format!("sqlite://{}/my%20data/t.db", dir.path().display());

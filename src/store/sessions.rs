@@ -91,17 +91,15 @@ pub async fn insert_new(
 /// the database's log where two sequential writes took two, and a crash cannot keep one of
 /// them without the other.
 ///
-/// On SQLite the transaction runs on the calling thread ([`super::inline::Writer`]) when the
-/// database's write lock is free, and otherwise through sqlx's writer, where writes queue.
+/// On SQLite the transaction runs on the calling thread ([`Store::write_here`]) when sqlx's
+/// one writer is free, and otherwise through that writer, where writes queue.
 pub async fn save(
     store: &Store,
     s: &SaveSession<'_>,
     new: bool,
     event: Option<&OwnedEvent>,
 ) -> Result<bool, sqlx::Error> {
-    if let Some(writer) = store.inline_writer()
-        && let Ok(written) = writer.transaction(|conn| save_here(conn, s, new, event))
-    {
+    if let Ok(written) = store.write_here(|conn| save_here(conn, s, new, event)) {
         store.flushed().await?;
         return Ok(written);
     }
