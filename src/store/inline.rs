@@ -61,26 +61,58 @@ impl FromSqlite for (String, i64) {
     }
 }
 
+/// Statements served here and handed to the pool: kept for [`Readers::counts`] and
+/// [`Writer::counts`], and exported as the metric `name` with `outcome` `served` or `fell_back`.
 #[derive(Debug)]
-pub struct Readers {
-    database: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-    idle_limit: usize,
+struct Tally {
     served: AtomicU64,
     fell_back: AtomicU64,
     counters: [metrics::Counter; 2],
 }
 
+impl Tally {
+    fn new(name: &'static str) -> Self {
+        let counter = |outcome| metrics::counter!(name, "outcome" => outcome);
+        Self {
+            served: AtomicU64::new(0),
+            fell_back: AtomicU64::new(0),
+            counters: [counter("served"), counter("fell_back")],
+        }
+    }
+
+    fn served(&self) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        self.counters[0].increment(1);
+    }
+
+    fn fell_back(&self) {
+        self.fell_back.fetch_add(1, Ordering::Relaxed);
+        self.counters[1].increment(1);
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.served.load(Ordering::Relaxed),
+            self.fell_back.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[derive(Debug)]
+pub struct Readers {
+    database: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    idle_limit: usize,
+    tally: Tally,
+}
+
 impl Readers {
     pub fn new(database: PathBuf) -> Self {
-        let counter = |outcome| metrics::counter!("store_inline_reads_total", "outcome" => outcome);
         Self {
             database,
             idle: Mutex::default(),
             idle_limit: idle_limit(),
-            served: AtomicU64::new(0),
-            fell_back: AtomicU64::new(0),
-            counters: [counter("served"), counter("fell_back")],
+            tally: Tally::new("store_inline_reads_total"),
         }
     }
 
@@ -100,10 +132,7 @@ impl Readers {
 
     /// (reads served here, reads handed back to the pool) since start.
     pub fn counts(&self) -> (u64, u64) {
-        (
-            self.served.load(Ordering::Relaxed),
-            self.fell_back.load(Ordering::Relaxed),
-        )
+        self.tally.counts()
     }
 
     fn run<T>(&self, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, NotHere> {
@@ -127,14 +156,12 @@ impl Readers {
         };
         match outcome {
             Ok(value) => {
-                self.served.fetch_add(1, Ordering::Relaxed);
-                self.counters[0].increment(1);
+                self.tally.served();
                 Ok(value)
             }
             Err(error) => {
                 tracing::debug!(%error, "an inline SQLite read fell back to the pool");
-                self.fell_back.fetch_add(1, Ordering::Relaxed);
-                self.counters[1].increment(1);
+                self.tally.fell_back();
                 Err(NotHere)
             }
         }
@@ -197,21 +224,15 @@ enum Slot {
 pub struct Writer {
     database: PathBuf,
     conn: Mutex<Slot>,
-    served: AtomicU64,
-    fell_back: AtomicU64,
-    counters: [metrics::Counter; 2],
+    tally: Tally,
 }
 
 impl Writer {
     pub fn new(database: PathBuf) -> Self {
-        let counter =
-            |outcome| metrics::counter!("store_inline_writes_total", "outcome" => outcome);
         Self {
             database,
             conn: Mutex::default(),
-            served: AtomicU64::new(0),
-            fell_back: AtomicU64::new(0),
-            counters: [counter("served"), counter("fell_back")],
+            tally: Tally::new("store_inline_writes_total"),
         }
     }
 
@@ -258,8 +279,7 @@ impl Writer {
         drop(slot);
         match outcome {
             Ok(value) => {
-                self.served.fetch_add(1, Ordering::Relaxed);
-                self.counters[0].increment(1);
+                self.tally.served();
                 Ok(value)
             }
             Err(error) => Err(self.fall_back(&error)),
@@ -269,17 +289,13 @@ impl Writer {
     /// Counts a write handed to the pool, and says why in the debug log.
     pub(super) fn fall_back(&self, why: &dyn std::fmt::Display) -> NotHere {
         tracing::debug!(%why, "an inline SQLite write went to the pool");
-        self.fell_back.fetch_add(1, Ordering::Relaxed);
-        self.counters[1].increment(1);
+        self.tally.fell_back();
         NotHere
     }
 
     /// (writes made here, writes handed to the pool) since start.
     pub fn counts(&self) -> (u64, u64) {
-        (
-            self.served.load(Ordering::Relaxed),
-            self.fell_back.load(Ordering::Relaxed),
-        )
+        self.tally.counts()
     }
 
     /// The transaction, and whether the connection may be kept: only if it is left outside any
