@@ -187,6 +187,19 @@ impl Readers {
     }
 }
 
+/// How long the [`Writer`] leaves its connection unopened after opening it failed.
+const RETRY_CONNECT: Duration = Duration::from_secs(1);
+
+/// The [`Writer`]'s connection, when it is not in use.
+#[derive(Debug, Default)]
+enum Slot {
+    Idle(Connection),
+    #[default]
+    Empty,
+    /// Opening it failed at this instant.
+    Failed(Instant),
+}
+
 /// The connection for short writes made on the calling thread: a sign-in's session and its
 /// audit row, a session saved by a page.
 ///
@@ -207,19 +220,6 @@ impl Readers {
 /// connection has no busy timeout, takes the pragmas of sqlx's connections (it checkpoints
 /// nothing, `wal_autocheckpoint = 0`) and commits with `synchronous = NORMAL`: the caller then
 /// waits for the group commit's flush like any other write ([`super::Store::flushed`]).
-/// How long the [`Writer`] leaves its connection unopened after opening it failed.
-const RETRY_CONNECT: Duration = Duration::from_secs(1);
-
-/// The [`Writer`]'s connection, when it is not in use.
-#[derive(Debug, Default)]
-enum Slot {
-    Idle(Connection),
-    #[default]
-    Empty,
-    /// Opening it failed at this instant.
-    Failed(Instant),
-}
-
 #[derive(Debug)]
 pub struct Writer {
     database: PathBuf,

@@ -14,10 +14,10 @@
 //! Every write goes through a [`WriteTx`], whose `commit` returns only once the commit is
 //! durable, or, when it is a single statement, through an [`Autocommit`], whose `durable` does
 //! the same; a session's write on SQLite may instead commit on the calling thread
-//! ([`inline::Writer`]) and then wait in [`Store::flushed`] the same way. On SQLite that is a group commit (see [`durable`]): transactions commit without an
-//! fsync of their own, and one `fdatasync` of the write-ahead log then covers every commit
-//! made before it started, so concurrent requests share the flush instead of queueing for one
-//! each.
+//! ([`inline::Writer`]) and then wait in [`Store::flushed`] the same way. On SQLite that is a
+//! group commit (see [`durable`]): transactions commit without an fsync of their own, and one
+//! `fdatasync` of the write-ahead log then covers every commit made before it started, so
+//! concurrent requests share the flush instead of queueing for one each.
 
 pub mod batch;
 mod durable;
@@ -645,10 +645,9 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
-/// Turns `sqlite://data/tessera.db` into a URL that creates the file, and creates its folder;
-/// also returns the database file's path (none for an in-memory database).
-/// The URL sqlx opens, the database file (none in memory) and whether the inline readers and
-/// writer may open that file too: only when the URL asks for nothing beyond the open mode.
+/// Turns `sqlite://data/tessera.db` into a URL that creates the file, and creates its folder.
+/// Returns that URL, the database file's path (none for an in-memory database) and whether the
+/// inline readers and writer may open that file too: only when the URL asks for nothing beyond the open mode.
 /// They use SQLite's default VFS and locking, so a URL that names another VFS, `immutable` or
 /// read-only mode keeps every statement on sqlx.
 fn sqlite_url(url: &str) -> Result<(String, Option<PathBuf>, bool), OpenError> {
