@@ -125,10 +125,7 @@ impl WriteTx {
         };
         tokio::spawn(async move {
             tx.commit().await?;
-            if let Some(wal) = wal {
-                wal.sync().await.map_err(sqlx::Error::Io)?;
-            }
-            Ok(())
+            flushed(wal.as_deref()).await
         })
         .await
         .map_err(|_| sqlx::Error::WorkerCrashed)?
@@ -198,10 +195,7 @@ impl Autocommit {
     pub async fn durable(self) -> Result<(), sqlx::Error> {
         let Self { conn, wal } = self;
         drop(conn);
-        match wal {
-            Some(wal) => wal.sync().await.map_err(sqlx::Error::Io),
-            None => Ok(()),
-        }
+        flushed(wal.as_deref()).await
     }
 }
 
@@ -251,6 +245,15 @@ impl Deref for Unflushed {
 impl DerefMut for Unflushed {
     fn deref_mut(&mut self) -> &mut AnyConnection {
         &mut self.0
+    }
+}
+
+/// Returns once everything committed before the call is durable: after a flush of `wal`, the
+/// SQLite group commit; at once without one (PostgreSQL, whose commits wait for their flush).
+async fn flushed(wal: Option<&durable::WalSync>) -> Result<(), sqlx::Error> {
+    match wal {
+        Some(wal) => wal.sync().await.map_err(sqlx::Error::Io),
+        None => Ok(()),
     }
 }
 
@@ -452,10 +455,7 @@ impl Store {
     /// SQLite's write-ahead log ([`durable::WalSync::sync`]); at once on PostgreSQL, whose
     /// commits wait for their own flush.
     pub async fn flushed(&self) -> Result<(), sqlx::Error> {
-        match &self.wal {
-            Some(wal) => wal.sync().await.map_err(sqlx::Error::Io),
-            None => Ok(()),
-        }
+        flushed(self.wal.as_deref()).await
     }
 
     /// PostgreSQL: the in-memory mirror of clients and revoked token ids, when it is current.
